@@ -1,0 +1,192 @@
+//! `cargo bench`: every kernel, f32 and f64, over a range of sizes, at the dispatched SIMD level
+//! and at the baseline level, reporting elements per second.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use lrfast::optim::{Adadelta, Adagrad, Adam, Adamax, NAdam, RAdam, RMSprop, Sgd};
+use lrfast::simd::{self, SimdLevel};
+use lrfast::{step, Lanes, Optimizer, Real, MAX_STATE};
+use std::hint::black_box;
+
+struct Arrays<T> {
+    param: Vec<T>,
+    grad: Vec<T>,
+    state: [Vec<T>; MAX_STATE],
+}
+
+impl<T: Real> Arrays<T> {
+    fn new(len: usize) -> Self {
+        let values = |scale: f64| -> Vec<T> {
+            (0..len)
+                .map(|i| T::from_f64(((i % 97) as f64 - 48.0) * scale))
+                .collect()
+        };
+        Arrays {
+            param: values(1e-2),
+            grad: values(1e-3),
+            state: std::array::from_fn(|_| vec![T::from_f64(1e-4); len]),
+        }
+    }
+
+    fn lanes(&mut self) -> Lanes<'_, T> {
+        let [a, b, c] = &mut self.state;
+        Lanes {
+            param: &mut self.param,
+            grad: &self.grad,
+            state: [a, b, c],
+        }
+    }
+}
+
+fn bench_kernel<O: Optimizer>(c: &mut Criterion, name: &str, optimizer: &O) {
+    let sizes: Vec<usize> = std::env::var("LRFAST_BENCH_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1 << 10, 1 << 12, 1 << 16, 1 << 20, 1 << 24]);
+    for dtype in ["f32", "f64"] {
+        let mut group = c.benchmark_group(format!("{name}/{dtype}"));
+        group.sample_size(20);
+        for &len in &sizes {
+            group.throughput(Throughput::Elements(len as u64));
+            for level in [SimdLevel::Baseline, simd::detected()] {
+                let id = BenchmarkId::new(level.name(), len);
+                match dtype {
+                    "f32" => run::<O, f32>(&mut group, id, optimizer, len, level),
+                    _ => run::<O, f64>(&mut group, id, optimizer, len, level),
+                }
+            }
+        }
+        group.finish();
+    }
+    simd::set_active(simd::detected());
+}
+
+fn run<O: Optimizer, T: Real>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    id: BenchmarkId,
+    optimizer: &O,
+    len: usize,
+    level: SimdLevel,
+) {
+    let mut arrays = Arrays::<T>::new(len);
+    let mut t = 0u64;
+    group.bench_function(id, |b| {
+        simd::set_active(level);
+        b.iter(|| {
+            t += 1;
+            step(optimizer, black_box(t), arrays.lanes()).unwrap();
+        })
+    });
+}
+
+fn kernels(c: &mut Criterion) {
+    let adam = Adam {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        amsgrad: false,
+        maximize: false,
+        decoupled: false,
+    };
+    bench_kernel(c, "adam", &adam);
+    bench_kernel(
+        c,
+        "adamw",
+        &Adam {
+            weight_decay: 1e-2,
+            decoupled: true,
+            ..adam.clone()
+        },
+    );
+    bench_kernel(
+        c,
+        "sgd_momentum",
+        &Sgd {
+            lr: 0.1,
+            momentum: 0.9,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+            maximize: false,
+        },
+    );
+    bench_kernel(
+        c,
+        "adagrad",
+        &Adagrad {
+            lr: 0.01,
+            lr_decay: 0.0,
+            weight_decay: 0.0,
+            eps: 1e-10,
+            maximize: false,
+        },
+    );
+    bench_kernel(
+        c,
+        "rmsprop",
+        &RMSprop {
+            lr: 0.01,
+            alpha: 0.99,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            momentum: 0.0,
+            centered: false,
+            maximize: false,
+        },
+    );
+    bench_kernel(
+        c,
+        "adadelta",
+        &Adadelta {
+            lr: 1.0,
+            rho: 0.9,
+            eps: 1e-6,
+            weight_decay: 0.0,
+            maximize: false,
+        },
+    );
+    bench_kernel(
+        c,
+        "adamax",
+        &Adamax {
+            lr: 2e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            maximize: false,
+        },
+    );
+    bench_kernel(
+        c,
+        "nadam",
+        &NAdam {
+            lr: 2e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            momentum_decay: 4e-3,
+            decoupled_weight_decay: false,
+            maximize: false,
+            mu_product: 1.0,
+        },
+    );
+    bench_kernel(
+        c,
+        "radam",
+        &RAdam {
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            decoupled_weight_decay: false,
+            maximize: false,
+        },
+    );
+}
+
+criterion_group!(benches, kernels);
+criterion_main!(benches);

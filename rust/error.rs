@@ -1,0 +1,93 @@
+//! Errors the kernels report before touching any memory.
+
+use std::fmt;
+
+/// Why a kernel refused to run. Every variant names the argument at fault, so a binding can turn
+/// it into a message the user can act on.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Error {
+    /// A hyperparameter is NaN, infinite or outside its valid range.
+    Hyperparameter {
+        name: &'static str,
+        value: f64,
+        expected: &'static str,
+    },
+    /// `step` is not a 1-based update count.
+    Step(u64),
+    /// Options that do not make sense together (for example `nesterov` without momentum).
+    Options(&'static str),
+    /// The options need a state array that was not supplied.
+    MissingState(&'static str),
+    /// An array's length differs from the parameter's.
+    Length {
+        name: &'static str,
+        expected: usize,
+        actual: usize,
+    },
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Hyperparameter {
+                name,
+                value,
+                expected,
+            } => write!(f, "{name} must be {expected}, got {value}"),
+            Error::Step(step) => write!(f, "step must be an integer >= 1, got {step}"),
+            Error::Options(message) => f.write_str(message),
+            Error::MissingState(name) => {
+                write!(f, "{name} is required by these options but was not given")
+            }
+            Error::Length {
+                name,
+                expected,
+                actual,
+            } => write!(
+                f,
+                "{name} has {actual} elements but param has {expected}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Checks `value` is finite and non-negative.
+pub(crate) fn non_negative(name: &'static str, value: f64) -> Result<(), Error> {
+    if value.is_finite() && value >= 0.0 {
+        Ok(())
+    } else {
+        Err(Error::Hyperparameter {
+            name,
+            value,
+            expected: "finite and >= 0",
+        })
+    }
+}
+
+/// Checks `0 <= value < 1` (a decay rate such as Adam's betas).
+pub(crate) fn unit_interval_open(name: &'static str, value: f64) -> Result<(), Error> {
+    if (0.0..1.0).contains(&value) {
+        Ok(())
+    } else {
+        Err(Error::Hyperparameter {
+            name,
+            value,
+            expected: "in [0, 1)",
+        })
+    }
+}
+
+/// Checks `0 <= value <= 1` (RMSprop's alpha, Adadelta's rho).
+pub(crate) fn unit_interval_closed(name: &'static str, value: f64) -> Result<(), Error> {
+    if (0.0..=1.0).contains(&value) {
+        Ok(())
+    } else {
+        Err(Error::Hyperparameter {
+            name,
+            value,
+            expected: "in [0, 1]",
+        })
+    }
+}

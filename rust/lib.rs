@@ -1,0 +1,19 @@
+//! lrfast: fused optimizer updates for the CPU.
+//!
+//! The kernels are plain Rust over slices: [`optim`] holds the update rules (PyTorch's
+//! semantics), [`step`] applies one update in place, in parallel for large arrays and with the
+//! best SIMD instruction set the CPU has. The Python bindings live behind the `python` feature.
+
+pub mod error;
+pub mod optim;
+pub mod parallel;
+pub mod real;
+pub mod simd;
+
+#[cfg(feature = "python")]
+mod python;
+
+pub use error::Error;
+pub use optim::{check, step, Optimizer};
+pub use parallel::{Lanes, MAX_STATE};
+pub use real::Real;

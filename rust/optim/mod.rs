@@ -1,0 +1,135 @@
+//! The optimizer updates, one fused pass over the arrays each, following PyTorch's `torch.optim`
+//! single-tensor formulas (see `shared/docs/semantics.md`, mirrored in each type's docs).
+//!
+//! Hyperparameters are `f64`. Per-step scalars (bias corrections, powers `β^t`, decayed rates) are
+//! computed once per call in `f64` and rounded to the element type; the elementwise arithmetic then
+//! runs in the element type, in the order PyTorch's tensor operations use, so float32 results stay
+//! within a few ULPs of PyTorch's.
+
+mod adadelta;
+mod adagrad;
+mod adam;
+mod adamax;
+mod nadam;
+mod radam;
+mod rmsprop;
+mod sgd;
+
+pub use adadelta::Adadelta;
+pub use adagrad::Adagrad;
+pub use adam::Adam;
+pub use adamax::Adamax;
+pub use nadam::NAdam;
+pub use radam::RAdam;
+pub use rmsprop::RMSprop;
+pub use sgd::Sgd;
+
+use crate::error::Error;
+use crate::parallel::{for_each_piece, Lanes, MAX_STATE};
+use crate::real::Real;
+use crate::simd;
+
+/// An optimizer's update rule with its hyperparameters.
+pub trait Optimizer: Sync {
+    /// Per-call scalars derived from the hyperparameters and the step number.
+    type Scalars: Sync;
+
+    /// The names of the state slots, in the order of [`Lanes::state`] (PyTorch's names).
+    fn state_slots(&self) -> &'static [&'static str];
+
+    /// Whether these options read and write state slot `slot`.
+    fn uses_slot(&self, slot: usize) -> bool;
+
+    /// Checks every hyperparameter and option.
+    fn validate(&self) -> Result<(), Error>;
+
+    /// Computes the scalars of update number `step` (1-based, already validated).
+    fn scalars(&self, step: u64) -> Self::Scalars;
+
+    /// Updates one piece of the arrays in place.
+    fn update_piece<T: Real>(&self, scalars: &Self::Scalars, lanes: Lanes<'_, T>);
+}
+
+/// Checks the hyperparameters, `step` and the array lengths, without touching any array.
+pub fn check<O: Optimizer, T: Real>(
+    optimizer: &O,
+    step: u64,
+    lanes: &Lanes<'_, T>,
+) -> Result<(), Error> {
+    optimizer.validate()?;
+    if step < 1 {
+        return Err(Error::Step(step));
+    }
+    let expected = lanes.param.len();
+    if lanes.grad.len() != expected {
+        return Err(Error::Length {
+            name: "grad",
+            expected,
+            actual: lanes.grad.len(),
+        });
+    }
+    let slots = optimizer.state_slots();
+    debug_assert!(slots.len() <= MAX_STATE);
+    for (slot, name) in slots.iter().enumerate() {
+        if !optimizer.uses_slot(slot) {
+            continue;
+        }
+        let actual = lanes.state[slot].len();
+        if actual != expected {
+            return Err(if actual == 0 {
+                Error::MissingState(name)
+            } else {
+                Error::Length {
+                    name,
+                    expected,
+                    actual,
+                }
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Applies update number `step` (1-based) to `lanes` in place, in parallel for large arrays.
+///
+/// Nothing is written unless every check passes.
+pub fn step<O: Optimizer, T: Real>(
+    optimizer: &O,
+    step: u64,
+    lanes: Lanes<'_, T>,
+) -> Result<(), Error> {
+    check(optimizer, step, &lanes)?;
+    let scalars = optimizer.scalars(step);
+    for_each_piece(lanes, &|piece| {
+        simd::run(|| optimizer.update_piece(&scalars, piece))
+    });
+    Ok(())
+}
+
+/// `-1` to maximize (ascend the gradient), `1` to minimize: multiplying by it is exact.
+fn direction(maximize: bool) -> f64 {
+    if maximize {
+        -1.0
+    } else {
+        1.0
+    }
+}
+
+/// The gradient an update uses: negated when maximizing, plus L2 weight decay when `L2`.
+#[inline(always)]
+fn effective_grad<T: Real, const L2: bool>(grad: T, param: T, sign: T, weight_decay: T) -> T {
+    let grad = grad * sign;
+    if L2 {
+        grad + weight_decay * param
+    } else {
+        grad
+    }
+}
+
+/// `1 - beta^step` in f64, with `step` an exact integer exponent.
+fn bias_correction(beta: f64, step: u64) -> f64 {
+    1.0 - beta.powf(step as f64)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,100 @@
+use super::{direction, effective_grad, Optimizer};
+use crate::error::{non_negative, unit_interval_closed, Error};
+use crate::parallel::Lanes;
+use crate::real::Real;
+
+/// RMSprop (`torch.optim.RMSprop`): `v ← α·v + (1 − α)·g²`; centered: `a ← α·a + (1 − α)·g`,
+/// `den = √(v − a²) + eps`, else `den = √v + eps`; with momentum `b ← μ·b + g/den`, `p ← p − lr·b`,
+/// else `p ← p − lr·g/den`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RMSprop {
+    pub lr: f64,
+    pub alpha: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+    pub momentum: f64,
+    pub centered: bool,
+    pub maximize: bool,
+}
+
+const SQUARE_AVG: usize = 0;
+const MOMENTUM_BUFFER: usize = 1;
+const GRAD_AVG: usize = 2;
+
+impl Optimizer for RMSprop {
+    type Scalars = ();
+
+    fn state_slots(&self) -> &'static [&'static str] {
+        &["square_avg", "momentum_buffer", "grad_avg"]
+    }
+
+    fn uses_slot(&self, slot: usize) -> bool {
+        match slot {
+            SQUARE_AVG => true,
+            MOMENTUM_BUFFER => self.momentum != 0.0,
+            GRAD_AVG => self.centered,
+            _ => false,
+        }
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        non_negative("lr", self.lr)?;
+        unit_interval_closed("alpha", self.alpha)?;
+        non_negative("eps", self.eps)?;
+        non_negative("weight_decay", self.weight_decay)?;
+        non_negative("momentum", self.momentum)
+    }
+
+    fn scalars(&self, _step: u64) {}
+
+    fn update_piece<T: Real>(&self, _: &(), lanes: Lanes<'_, T>) {
+        if self.weight_decay != 0.0 {
+            self.piece::<T, true>(lanes)
+        } else {
+            self.piece::<T, false>(lanes)
+        }
+    }
+}
+
+impl RMSprop {
+    #[inline(always)]
+    fn piece<T: Real, const L2: bool>(&self, lanes: Lanes<'_, T>) {
+        let Lanes {
+            param,
+            grad,
+            state: [square_avg, buf, grad_avg],
+        } = lanes;
+        let n = param.len();
+        let (grad, square_avg) = (&grad[..n], &mut square_avg[..n]);
+        let lr = T::from_f64(self.lr);
+        let alpha = T::from_f64(self.alpha);
+        let one_minus_alpha = T::from_f64(1.0 - self.alpha);
+        let eps = T::from_f64(self.eps);
+        let momentum = T::from_f64(self.momentum);
+        let sign = T::from_f64(direction(self.maximize));
+        let weight_decay = T::from_f64(self.weight_decay);
+        let use_momentum = self.momentum != 0.0;
+        // Empty slots when unused; indexing them is skipped by the flags below.
+        let buf = &mut buf[..if use_momentum { n } else { 0 }];
+        let grad_avg = &mut grad_avg[..if self.centered { n } else { 0 }];
+        for i in 0..n {
+            let g = effective_grad::<T, L2>(grad[i], param[i], sign, weight_decay);
+            let v = square_avg[i] * alpha + one_minus_alpha * g * g;
+            square_avg[i] = v;
+            let den = if self.centered {
+                let a = alpha * grad_avg[i] + one_minus_alpha * g;
+                grad_avg[i] = a;
+                (v - a * a).sqrt() + eps
+            } else {
+                v.sqrt() + eps
+            };
+            if use_momentum {
+                let b = buf[i] * momentum + g / den;
+                buf[i] = b;
+                param[i] = param[i] - lr * b;
+            } else {
+                param[i] = param[i] - lr * g / den;
+            }
+        }
+    }
+}

@@ -1,0 +1,183 @@
+use super::*;
+use crate::parallel::MIN_PARALLEL_LEN;
+
+/// Owned arrays for one optimizer, with deterministic pseudo-random contents.
+struct Arrays<T> {
+    param: Vec<T>,
+    grad: Vec<T>,
+    state: [Vec<T>; MAX_STATE],
+}
+
+impl<T: Real> Arrays<T> {
+    fn new(len: usize, seed: u64, states: usize) -> Self {
+        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut next = || {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            T::from_f64(((x >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0)
+        };
+        let param = (0..len).map(|_| next()).collect();
+        let grad = (0..len).map(|_| next()).collect();
+        let state = std::array::from_fn(|slot| {
+            if slot < states {
+                vec![T::ZERO; len]
+            } else {
+                Vec::new()
+            }
+        });
+        Arrays { param, grad, state }
+    }
+
+    fn lanes(&mut self) -> Lanes<'_, T> {
+        let [a, b, c] = &mut self.state;
+        Lanes {
+            param: &mut self.param,
+            grad: &self.grad,
+            state: [a, b, c],
+        }
+    }
+}
+
+fn adam() -> Adam {
+    Adam {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        amsgrad: false,
+        maximize: false,
+        decoupled: false,
+    }
+}
+
+#[test]
+fn first_adam_step_moves_each_parameter_by_lr_against_the_gradient() {
+    let mut arrays = Arrays::<f64>::new(100, 1, 2);
+    let before = arrays.param.clone();
+    step(&adam(), 1, arrays.lanes()).unwrap();
+    for i in 0..100 {
+        // At t = 1, m̂ = g and √v̂ = |g|: the update is lr·g/(|g| + eps) ≈ lr·sign(g).
+        let g = arrays.grad[i];
+        let moved = before[i] - arrays.param[i];
+        let expected = 1e-3 * g / (g.abs() + 1e-8);
+        assert!((moved - expected).abs() < 1e-15, "{moved} vs {expected}");
+    }
+}
+
+#[test]
+fn parallel_split_gives_the_same_bits_as_one_piece() {
+    let len = MIN_PARALLEL_LEN * 3 + 17;
+    let mut split = Arrays::<f32>::new(len, 7, 3);
+    let mut whole = Arrays::<f32>::new(len, 7, 3);
+    let optimizer = Adam {
+        amsgrad: true,
+        ..adam()
+    };
+    for t in 1..=3 {
+        step(&optimizer, t, split.lanes()).unwrap();
+        let scalars = optimizer.scalars(t);
+        optimizer.update_piece(&scalars, whole.lanes());
+    }
+    assert_eq!(split.param, whole.param);
+    assert_eq!(split.state, whole.state);
+}
+
+#[test]
+fn simd_levels_give_the_same_bits() {
+    let mut results = Vec::new();
+    let best = simd::detected();
+    for level in [simd::SimdLevel::Baseline, best] {
+        simd::set_active(level);
+        let mut arrays = Arrays::<f32>::new(1001, 3, 2);
+        for t in 1..=4 {
+            step(&adam(), t, arrays.lanes()).unwrap();
+        }
+        results.push(arrays.param);
+    }
+    simd::set_active(best);
+    assert_eq!(results[0], results[1]);
+}
+
+#[test]
+fn errors_leave_every_array_untouched() {
+    let mut arrays = Arrays::<f64>::new(10, 2, 2);
+    let before = (arrays.param.clone(), arrays.state.clone());
+    let bad = Adam {
+        beta1: 1.0,
+        ..adam()
+    };
+    let err = step(&bad, 1, arrays.lanes()).unwrap_err();
+    assert_eq!(err.to_string(), "beta1 must be in [0, 1), got 1");
+    assert_eq!(step(&adam(), 0, arrays.lanes()), Err(Error::Step(0)));
+    let amsgrad = Adam {
+        amsgrad: true,
+        ..adam()
+    };
+    assert_eq!(
+        step(&amsgrad, 1, arrays.lanes()),
+        Err(Error::MissingState("max_exp_avg_sq"))
+    );
+    assert_eq!((arrays.param, arrays.state), before);
+}
+
+#[test]
+fn nesterov_without_momentum_is_refused() {
+    let sgd = Sgd {
+        lr: 0.1,
+        momentum: 0.0,
+        dampening: 0.0,
+        nesterov: true,
+        weight_decay: 0.0,
+        maximize: false,
+    };
+    assert!(matches!(sgd.validate(), Err(Error::Options(_))));
+}
+
+#[test]
+fn nan_in_the_second_moment_survives_amsgrad_and_adamax() {
+    let mut arrays = Arrays::<f32>::new(4, 5, 3);
+    arrays.grad[2] = f32::NAN;
+    let amsgrad = Adam {
+        amsgrad: true,
+        ..adam()
+    };
+    step(&amsgrad, 1, arrays.lanes()).unwrap();
+    step(&amsgrad, 2, arrays.lanes()).unwrap();
+    assert!(arrays.state[2][2].is_nan());
+    assert!(arrays.param[2].is_nan());
+
+    let mut arrays = Arrays::<f32>::new(4, 5, 2);
+    arrays.grad[1] = f32::NAN;
+    let adamax = Adamax {
+        lr: 2e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        maximize: false,
+    };
+    step(&adamax, 1, arrays.lanes()).unwrap();
+    assert!(arrays.state[1][1].is_nan());
+}
+
+#[test]
+fn sgd_momentum_first_step_copies_the_gradient() {
+    let mut arrays = Arrays::<f64>::new(8, 9, 1);
+    let sgd = Sgd {
+        lr: 0.5,
+        momentum: 0.9,
+        dampening: 0.3,
+        nesterov: false,
+        weight_decay: 0.0,
+        maximize: false,
+    };
+    step(&sgd, 1, arrays.lanes()).unwrap();
+    assert_eq!(arrays.state[0], arrays.grad);
+    step(&sgd, 2, arrays.lanes()).unwrap();
+    for i in 0..8 {
+        let expected = 0.9 * arrays.grad[i] + 0.7 * arrays.grad[i];
+        assert!((arrays.state[0][i] - expected).abs() < 1e-15);
+    }
+}
