@@ -43,10 +43,7 @@ impl fmt::Display for Error {
                 name,
                 expected,
                 actual,
-            } => write!(
-                f,
-                "{name} has {actual} elements but param has {expected}"
-            ),
+            } => write!(f, "{name} has {actual} elements but param has {expected}"),
         }
     }
 }

@@ -33,8 +33,8 @@ impl Optimizer for Adamax {
 
     fn validate(&self) -> Result<(), Error> {
         non_negative("lr", self.lr)?;
-        unit_interval_open("beta1", self.beta1)?;
-        unit_interval_open("beta2", self.beta2)?;
+        unit_interval_open("betas[0]", self.beta1)?;
+        unit_interval_open("betas[1]", self.beta2)?;
         non_negative("eps", self.eps)?;
         non_negative("weight_decay", self.weight_decay)
     }

@@ -38,6 +38,19 @@ impl NAdam {
         self.beta1 * (1.0 - 0.5 * 0.96_f64.powf(step as f64 * self.momentum_decay))
     }
 
+    /// The product `μ_1·…·μ_{step−1}` computed from scratch, for callers that did not keep it.
+    /// It stops early once the product underflows to zero, where it stays.
+    pub fn mu_product_before(&self, step: u64) -> f64 {
+        let mut product = 1.0;
+        for t in 1..step {
+            product *= self.mu(t);
+            if product == 0.0 {
+                break;
+            }
+        }
+        product
+    }
+
     /// The product of `μ_1 … μ_step`, what `mu_product` becomes after update `step`.
     pub fn mu_product_after(&self, step: u64) -> f64 {
         self.mu_product * self.mu(step)
@@ -57,16 +70,16 @@ impl Optimizer for NAdam {
 
     fn validate(&self) -> Result<(), Error> {
         non_negative("lr", self.lr)?;
-        unit_interval_open("beta1", self.beta1)?;
-        unit_interval_open("beta2", self.beta2)?;
+        unit_interval_open("betas[0]", self.beta1)?;
+        unit_interval_open("betas[1]", self.beta2)?;
         non_negative("eps", self.eps)?;
         non_negative("weight_decay", self.weight_decay)?;
         non_negative("momentum_decay", self.momentum_decay)?;
-        if !(self.mu_product.is_finite() && self.mu_product > 0.0 && self.mu_product <= 1.0) {
+        if !((0.0..=1.0).contains(&self.mu_product)) {
             return Err(Error::Hyperparameter {
                 name: "mu_product",
                 value: self.mu_product,
-                expected: "in (0, 1]",
+                expected: "in [0, 1]",
             });
         }
         Ok(())

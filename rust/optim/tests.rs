@@ -10,7 +10,9 @@ struct Arrays<T> {
 
 impl<T: Real> Arrays<T> {
     fn new(len: usize, seed: u64, states: usize) -> Self {
-        let mut x = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut x = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let mut next = || {
             x = x
                 .wrapping_mul(6364136223846793005)
@@ -109,7 +111,7 @@ fn errors_leave_every_array_untouched() {
         ..adam()
     };
     let err = step(&bad, 1, arrays.lanes()).unwrap_err();
-    assert_eq!(err.to_string(), "beta1 must be in [0, 1), got 1");
+    assert_eq!(err.to_string(), "betas[0] must be in [0, 1), got 1");
     assert_eq!(step(&adam(), 0, arrays.lanes()), Err(Error::Step(0)));
     let amsgrad = Adam {
         amsgrad: true,

@@ -1,0 +1,63 @@
+"""lrfast: the fastest correct optimizer updates on the CPU, and tools for the learning rate.
+
+Functional kernels update a parameter array and its state arrays in place, in one fused pass,
+with PyTorch's ``torch.optim`` semantics::
+
+    import numpy as np, lrfast
+    p = np.zeros(1000, np.float32); g = np.ones_like(p)
+    m = np.zeros_like(p); v = np.zeros_like(p)
+    lrfast.adam_step(p, g, m, v, step=1, lr=1e-3)
+
+The optimizer classes (:class:`Adam`, :class:`SGD`, ...) keep the state for you, and
+:mod:`lrfast.reference` holds a plain NumPy version of every kernel.
+"""
+
+from ._lrfast import (
+    adadelta_step,
+    adagrad_step,
+    adam_step,
+    adamax_step,
+    adamw_step,
+    nadam_step,
+    radam_step,
+    rmsprop_step,
+    sgd_step,
+    simd_level,
+)
+from .optim import (
+    SGD,
+    Adadelta,
+    Adagrad,
+    Adam,
+    Adamax,
+    AdamW,
+    NAdam,
+    Optimizer,
+    RAdam,
+    RMSprop,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "sgd_step",
+    "adagrad_step",
+    "rmsprop_step",
+    "adadelta_step",
+    "adam_step",
+    "adamw_step",
+    "adamax_step",
+    "nadam_step",
+    "radam_step",
+    "simd_level",
+    "Optimizer",
+    "SGD",
+    "Adagrad",
+    "RMSprop",
+    "Adadelta",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "NAdam",
+    "RAdam",
+]

@@ -1,0 +1,348 @@
+"""Stateful optimizers over NumPy arrays, with ``torch.optim``'s names and defaults.
+
+Each class holds a list of parameter arrays and updates them in place with the matching fused
+kernel. State arrays are created on the first :meth:`Optimizer.step`; the step count is kept by
+the optimizer. ``state_dict()`` / ``load_state_dict()`` and ``save()`` / ``load()`` (``.npz``)
+round-trip bit-exactly, so training resumed from a checkpoint matches training that never stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any, Callable, ClassVar, Optional, Union
+
+import numpy as np
+
+from . import _lrfast
+
+__all__ = [
+    "Optimizer",
+    "SGD",
+    "Adagrad",
+    "RMSprop",
+    "Adadelta",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "NAdam",
+    "RAdam",
+]
+
+Params = Union[np.ndarray, Sequence[np.ndarray]]
+
+
+def _as_list(arrays: Params, what: str) -> list[np.ndarray]:
+    if isinstance(arrays, np.ndarray):
+        return [arrays]
+    items = list(arrays)
+    for i, item in enumerate(items):
+        if not isinstance(item, np.ndarray):
+            raise TypeError(f"{what}[{i}] must be a numpy.ndarray, got {type(item).__name__}")
+    return items
+
+
+class Optimizer:
+    """Base class: a kernel, its hyperparameters, the parameters and their state.
+
+    Subclasses set ``_kernel`` (the functional ``*_step``), ``_defaults`` (hyperparameters and
+    their defaults, in PyTorch's names) and :meth:`_state_names`.
+    """
+
+    _kernel: ClassVar[Callable[..., Any]]
+    _defaults: ClassVar[dict[str, Any]]
+
+    def __init__(self, params: Params, **hyperparameters: Any) -> None:
+        unknown = set(hyperparameters) - set(self._defaults)
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got unexpected hyperparameter(s) {sorted(unknown)}"
+            )
+        self.params = _as_list(params, "params")
+        for i, p in enumerate(self.params):
+            if p.dtype not in (np.float32, np.float64):
+                raise TypeError(f"params[{i}] must have dtype float32 or float64, got {p.dtype}")
+        self.defaults = {**self._defaults, **hyperparameters}
+        if "betas" in self.defaults:
+            self.defaults["betas"] = tuple(float(b) for b in self.defaults["betas"])
+        self.step_count = 0
+        self.state: list[dict[str, np.ndarray]] = [{} for _ in self.params]
+        self._check_hyperparameters()
+
+    @property
+    def lr(self) -> float:
+        """The learning rate in force."""
+        return float(self.defaults["lr"])
+
+    @lr.setter
+    def lr(self, value: float) -> None:
+        self.defaults["lr"] = value
+
+    # -- what subclasses describe ----------------------------------------------------------
+    def _state_names(self) -> tuple[str, ...]:
+        """The state arrays the kernel needs under the current hyperparameters."""
+        raise NotImplementedError
+
+    def _initial_state(self, name: str, param: np.ndarray) -> np.ndarray:
+        return np.zeros_like(param)
+
+    def _kernel_kwargs(self) -> dict[str, Any]:
+        return dict(self.defaults)
+
+    def _after_step(self, result: Any) -> None:
+        """Receives the kernel's return value (NAdam's running product)."""
+
+    # -- the update --------------------------------------------------------------------------
+    def _check_hyperparameters(self) -> None:
+        # An update of empty arrays runs every hyperparameter check of the kernel and writes
+        # nothing, so a bad value fails here, when it is set, with the kernel's own message.
+        empty = np.empty(0)
+        names = self._state_names()
+        type(self)._kernel(
+            empty, empty, **{n: np.empty(0) for n in names}, step=1, **self._kernel_kwargs()
+        )
+
+    def _check_grads(self, grads: Params) -> list[np.ndarray]:
+        grads = _as_list(grads, "grads")
+        if len(grads) != len(self.params):
+            raise ValueError(f"expected {len(self.params)} gradients, got {len(grads)}")
+        for i, (p, g) in enumerate(zip(self.params, grads)):
+            if g.dtype != p.dtype:
+                raise TypeError(f"grads[{i}] has dtype {g.dtype} but params[{i}] has {p.dtype}")
+            if g.shape != p.shape:
+                raise ValueError(f"grads[{i}] has shape {g.shape} but params[{i}] has {p.shape}")
+            if not g.flags.c_contiguous:
+                raise ValueError(f"grads[{i}] must be C-contiguous")
+        for i, p in enumerate(self.params):
+            if not p.flags.writeable:
+                raise ValueError(f"params[{i}] is read-only")
+            if not p.flags.c_contiguous:
+                raise ValueError(f"params[{i}] must be C-contiguous")
+        return grads
+
+    def step(self, grads: Params) -> None:
+        """Applies one update to every parameter, in place.
+
+        ``grads`` matches ``params`` in count, shape and dtype; it is checked as a whole before
+        any parameter changes.
+        """
+        grads = self._check_grads(grads)
+        names = self._state_names()
+        for p, s in zip(self.params, self.state):
+            for name in names:
+                if name not in s:
+                    s[name] = self._initial_state(name, p)
+        step = self.step_count + 1
+        kwargs = self._kernel_kwargs()
+        result = None
+        for p, g, s in zip(self.params, grads, self.state):
+            result = type(self)._kernel(p, g, **{n: s[n] for n in names}, step=step, **kwargs)
+        self.step_count = step
+        self._after_step(result)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """A copy of everything needed to resume: hyperparameters, step count, state arrays."""
+        return {
+            "optimizer": type(self).__name__,
+            "hyperparameters": dict(self.defaults),
+            "step": self.step_count,
+            "scalars": self._scalar_state(),
+            "state": [{k: v.copy() for k, v in s.items()} for s in self.state],
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restores a :meth:`state_dict`; state arrays are copied, shapes and dtypes checked."""
+        name = state_dict.get("optimizer")
+        if name != type(self).__name__:
+            raise ValueError(f"state_dict is for {name}, not {type(self).__name__}")
+        states = state_dict["state"]
+        if len(states) != len(self.params):
+            raise ValueError(
+                f"state_dict has state for {len(states)} parameters, optimizer has "
+                f"{len(self.params)}"
+            )
+        for i, (p, s) in enumerate(zip(self.params, states)):
+            for key, value in s.items():
+                if value.shape != p.shape or value.dtype != p.dtype:
+                    raise ValueError(
+                        f"state {key!r} of parameter {i} has shape {value.shape} and dtype "
+                        f"{value.dtype}; the parameter has {p.shape} and {p.dtype}"
+                    )
+        hyperparameters = dict(state_dict["hyperparameters"])
+        if "betas" in hyperparameters:
+            hyperparameters["betas"] = tuple(hyperparameters["betas"])
+        previous = self.defaults
+        self.defaults = {**self._defaults, **hyperparameters}
+        try:
+            self._check_hyperparameters()
+        except Exception:
+            self.defaults = previous
+            raise
+        self.step_count = int(state_dict["step"])
+        self._load_scalar_state(state_dict.get("scalars", {}))
+        self.state = [{k: np.array(v, copy=True) for k, v in s.items()} for s in states]
+
+    def _scalar_state(self) -> dict[str, float]:
+        return {}
+
+    def _load_scalar_state(self, scalars: dict[str, float]) -> None:
+        pass
+
+    def save(self, path: Union[str, os.PathLike[str]]) -> None:
+        """Writes :meth:`state_dict` to a ``.npz`` file (no pickling)."""
+        sd = self.state_dict()
+        meta = {k: sd[k] for k in ("optimizer", "hyperparameters", "step", "scalars")}
+        meta["state_names"] = [sorted(s) for s in sd["state"]]
+        arrays = {
+            f"state/{i}/{name}": value
+            for i, s in enumerate(sd["state"])
+            for name, value in s.items()
+        }
+        np.savez(path, __meta__=np.array(json.dumps(meta)), **arrays)
+
+    def load(self, path: Union[str, os.PathLike[str]]) -> None:
+        """Restores a state written by :meth:`save`."""
+        with np.load(path, allow_pickle=False) as data:
+            meta = json.loads(str(data["__meta__"]))
+            state = [
+                {name: data[f"state/{i}/{name}"] for name in names}
+                for i, names in enumerate(meta["state_names"])
+            ]
+        self.load_state_dict({**meta, "state": state})
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.defaults.items())
+        return f"{type(self).__name__}(<{len(self.params)} params>, {args})"
+
+
+class SGD(Optimizer):
+    """SGD with optional (Nesterov) momentum; see :func:`lrfast.sgd_step`."""
+
+    _kernel = _lrfast.sgd_step
+    _defaults = {"lr": 1e-3, "momentum": 0.0, "dampening": 0.0, "nesterov": False,
+                 "weight_decay": 0.0, "maximize": False}
+
+    def _state_names(self) -> tuple[str, ...]:
+        return ("momentum_buffer",) if self.defaults["momentum"] != 0 else ()
+
+
+class Adagrad(Optimizer):
+    """Adagrad; see :func:`lrfast.adagrad_step`. ``initial_accumulator_value`` starts the sum."""
+
+    _kernel = _lrfast.adagrad_step
+    _defaults = {"lr": 1e-2, "lr_decay": 0.0, "weight_decay": 0.0,
+                 "initial_accumulator_value": 0.0, "eps": 1e-10, "maximize": False}
+
+    def _state_names(self) -> tuple[str, ...]:
+        return ("state_sum",)
+
+    def _initial_state(self, name: str, param: np.ndarray) -> np.ndarray:
+        return np.full_like(param, self.defaults["initial_accumulator_value"])
+
+    def _check_hyperparameters(self) -> None:
+        value = self.defaults["initial_accumulator_value"]
+        if not (np.isfinite(value) and value >= 0):
+            raise ValueError(f"initial_accumulator_value must be finite and >= 0, got {value}")
+        super()._check_hyperparameters()
+
+    def _kernel_kwargs(self) -> dict[str, Any]:
+        kwargs = dict(self.defaults)
+        del kwargs["initial_accumulator_value"]
+        return kwargs
+
+
+class RMSprop(Optimizer):
+    """RMSprop, optionally centered and with momentum; see :func:`lrfast.rmsprop_step`."""
+
+    _kernel = _lrfast.rmsprop_step
+    _defaults = {"lr": 1e-2, "alpha": 0.99, "eps": 1e-8, "weight_decay": 0.0, "momentum": 0.0,
+                 "centered": False, "maximize": False}
+
+    def _state_names(self) -> tuple[str, ...]:
+        names = ("square_avg",)
+        if self.defaults["momentum"] != 0:
+            names += ("momentum_buffer",)
+        if self.defaults["centered"]:
+            names += ("grad_avg",)
+        return names
+
+
+class Adadelta(Optimizer):
+    """Adadelta; see :func:`lrfast.adadelta_step`."""
+
+    _kernel = _lrfast.adadelta_step
+    _defaults = {"lr": 1.0, "rho": 0.9, "eps": 1e-6, "weight_decay": 0.0, "maximize": False}
+
+    def _state_names(self) -> tuple[str, ...]:
+        return ("square_avg", "acc_delta")
+
+
+class Adam(Optimizer):
+    """Adam, optionally AMSGrad; see :func:`lrfast.adam_step`."""
+
+    _kernel = _lrfast.adam_step
+    _defaults = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
+                 "amsgrad": False, "maximize": False}
+
+    def _state_names(self) -> tuple[str, ...]:
+        names = ("exp_avg", "exp_avg_sq")
+        return names + ("max_exp_avg_sq",) if self.defaults["amsgrad"] else names
+
+
+class AdamW(Adam):
+    """AdamW: Adam with decoupled weight decay; see :func:`lrfast.adamw_step`."""
+
+    _kernel = _lrfast.adamw_step
+    _defaults = {**Adam._defaults, "weight_decay": 1e-2}
+
+
+class Adamax(Optimizer):
+    """Adamax (Adam with the infinity norm); see :func:`lrfast.adamax_step`."""
+
+    _kernel = _lrfast.adamax_step
+    _defaults = {"lr": 2e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
+                 "maximize": False}
+
+    def _state_names(self) -> tuple[str, ...]:
+        return ("exp_avg", "exp_inf")
+
+
+class NAdam(Optimizer):
+    """NAdam; see :func:`lrfast.nadam_step`. Keeps the running ``mu_product`` in float64."""
+
+    _kernel = _lrfast.nadam_step
+    _defaults = {"lr": 2e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
+                 "momentum_decay": 4e-3, "decoupled_weight_decay": False, "maximize": False}
+
+    def __init__(self, params: Params, **hyperparameters: Any) -> None:
+        self.mu_product = 1.0
+        super().__init__(params, **hyperparameters)
+
+    def _state_names(self) -> tuple[str, ...]:
+        return ("exp_avg", "exp_avg_sq")
+
+    def _kernel_kwargs(self) -> dict[str, Any]:
+        return {**self.defaults, "mu_product": self.mu_product}
+
+    def _after_step(self, result: Any) -> None:
+        if result is not None:
+            self.mu_product = float(result)
+
+    def _scalar_state(self) -> dict[str, float]:
+        return {"mu_product": self.mu_product}
+
+    def _load_scalar_state(self, scalars: dict[str, float]) -> None:
+        self.mu_product = float(scalars.get("mu_product", 1.0))
+
+
+class RAdam(Optimizer):
+    """RAdam (rectified Adam); see :func:`lrfast.radam_step`."""
+
+    _kernel = _lrfast.radam_step
+    _defaults = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
+                 "decoupled_weight_decay": False, "maximize": False}
+
+    def _state_names(self) -> tuple[str, ...]:
+        return ("exp_avg", "exp_avg_sq")

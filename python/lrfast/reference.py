@@ -1,0 +1,308 @@
+"""Plain NumPy implementations of every lrfast kernel, written to be read.
+
+Each function has the same signature as its fast twin in :mod:`lrfast` and updates the arrays in
+place, but it is written straight from the formulas of PyTorch's ``torch.optim`` (single-tensor
+path), one NumPy expression per line of the math. The tests compare the Rust kernels with these
+functions; users can read them to see exactly what a kernel does.
+
+Arithmetic stays in the arrays' dtype: Python floats combined with a float32 array give float32
+(NumPy's promotion rules), and the per-step scalars (bias corrections, powers ``beta**t``) are
+Python floats, that is float64, as in PyTorch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+
+__all__ = [
+    "sgd_step",
+    "adagrad_step",
+    "rmsprop_step",
+    "adadelta_step",
+    "adam_step",
+    "adamw_step",
+    "adamax_step",
+    "nadam_step",
+    "radam_step",
+]
+
+
+def _effective_grad(
+    param: np.ndarray, grad: np.ndarray, weight_decay: float, maximize: bool
+) -> np.ndarray:
+    """The gradient an update uses: negated to maximize, plus L2 weight decay."""
+    g = -grad if maximize else grad.copy()
+    if weight_decay != 0:
+        g = g + weight_decay * param
+    return g
+
+
+def sgd_step(
+    param: np.ndarray,
+    grad: np.ndarray,
+    momentum_buffer: Optional[np.ndarray] = None,
+    *,
+    step: int,
+    lr: float,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    nesterov: bool = False,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> None:
+    g = _effective_grad(param, grad, weight_decay, maximize)
+    if momentum != 0:
+        assert momentum_buffer is not None
+        if step == 1:
+            momentum_buffer[...] = g
+        else:
+            momentum_buffer[...] = momentum * momentum_buffer + (1 - dampening) * g
+        direction = g + momentum * momentum_buffer if nesterov else momentum_buffer
+    else:
+        direction = g
+    param[...] = param - lr * direction
+
+
+def adagrad_step(
+    param: np.ndarray,
+    grad: np.ndarray,
+    state_sum: np.ndarray,
+    *,
+    step: int,
+    lr: float = 0.01,
+    lr_decay: float = 0.0,
+    weight_decay: float = 0.0,
+    eps: float = 1e-10,
+    maximize: bool = False,
+) -> None:
+    g = _effective_grad(param, grad, weight_decay, maximize)
+    clr = lr / (1 + (step - 1) * lr_decay)
+    state_sum[...] = state_sum + g * g
+    param[...] = param - clr * g / (np.sqrt(state_sum) + eps)
+
+
+def rmsprop_step(
+    param: np.ndarray,
+    grad: np.ndarray,
+    square_avg: np.ndarray,
+    momentum_buffer: Optional[np.ndarray] = None,
+    grad_avg: Optional[np.ndarray] = None,
+    *,
+    step: int,
+    lr: float = 0.01,
+    alpha: float = 0.99,
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    momentum: float = 0.0,
+    centered: bool = False,
+    maximize: bool = False,
+) -> None:
+    g = _effective_grad(param, grad, weight_decay, maximize)
+    square_avg[...] = alpha * square_avg + (1 - alpha) * g * g
+    if centered:
+        assert grad_avg is not None
+        grad_avg[...] = alpha * grad_avg + (1 - alpha) * g
+        den = np.sqrt(square_avg - grad_avg * grad_avg) + eps
+    else:
+        den = np.sqrt(square_avg) + eps
+    if momentum > 0:
+        assert momentum_buffer is not None
+        momentum_buffer[...] = momentum * momentum_buffer + g / den
+        param[...] = param - lr * momentum_buffer
+    else:
+        param[...] = param - lr * g / den
+
+
+def adadelta_step(
+    param: np.ndarray,
+    grad: np.ndarray,
+    square_avg: np.ndarray,
+    acc_delta: np.ndarray,
+    *,
+    step: int,
+    lr: float = 1.0,
+    rho: float = 0.9,
+    eps: float = 1e-6,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> None:
+    g = _effective_grad(param, grad, weight_decay, maximize)
+    square_avg[...] = rho * square_avg + (1 - rho) * g * g
+    delta = np.sqrt(acc_delta + eps) / np.sqrt(square_avg + eps) * g
+    acc_delta[...] = rho * acc_delta + (1 - rho) * delta * delta
+    param[...] = param - lr * delta
+
+
+def _adam(
+    param: np.ndarray,
+    grad: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_avg_sq: np.ndarray,
+    max_exp_avg_sq: Optional[np.ndarray],
+    *,
+    step: int,
+    lr: float,
+    betas: tuple[float, float],
+    eps: float,
+    weight_decay: float,
+    amsgrad: bool,
+    maximize: bool,
+    decoupled: bool,
+) -> None:
+    beta1, beta2 = betas
+    if decoupled:
+        param[...] = param * (1 - lr * weight_decay)
+        g = _effective_grad(param, grad, 0.0, maximize)
+    else:
+        g = _effective_grad(param, grad, weight_decay, maximize)
+    exp_avg[...] = beta1 * exp_avg + (1 - beta1) * g
+    exp_avg_sq[...] = beta2 * exp_avg_sq + (1 - beta2) * g * g
+    bias_correction1 = 1 - beta1**step
+    bias_correction2 = 1 - beta2**step
+    second = exp_avg_sq
+    if amsgrad:
+        assert max_exp_avg_sq is not None
+        np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)  # NaN-propagating
+        second = max_exp_avg_sq
+    denom = np.sqrt(second) / math.sqrt(bias_correction2) + eps
+    param[...] = param - (lr / bias_correction1) * exp_avg / denom
+
+
+def adam_step(
+    param: np.ndarray,
+    grad: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_avg_sq: np.ndarray,
+    max_exp_avg_sq: Optional[np.ndarray] = None,
+    *,
+    step: int,
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    amsgrad: bool = False,
+    maximize: bool = False,
+) -> None:
+    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=step, lr=lr, betas=betas,
+          eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
+          decoupled=False)
+
+
+def adamw_step(
+    param: np.ndarray,
+    grad: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_avg_sq: np.ndarray,
+    max_exp_avg_sq: Optional[np.ndarray] = None,
+    *,
+    step: int,
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.01,
+    amsgrad: bool = False,
+    maximize: bool = False,
+) -> None:
+    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=step, lr=lr, betas=betas,
+          eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
+          decoupled=True)
+
+
+def adamax_step(
+    param: np.ndarray,
+    grad: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_inf: np.ndarray,
+    *,
+    step: int,
+    lr: float = 2e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> None:
+    beta1, beta2 = betas
+    g = _effective_grad(param, grad, weight_decay, maximize)
+    exp_avg[...] = beta1 * exp_avg + (1 - beta1) * g
+    exp_inf[...] = np.maximum(beta2 * exp_inf, np.abs(g) + eps)  # NaN-propagating
+    param[...] = param - (lr / (1 - beta1**step)) * exp_avg / exp_inf
+
+
+def nadam_mu(step: int, beta1: float, momentum_decay: float) -> float:
+    """NAdam's momentum coefficient of update ``step``."""
+    return beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
+
+
+def nadam_step(
+    param: np.ndarray,
+    grad: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_avg_sq: np.ndarray,
+    *,
+    step: int,
+    lr: float = 2e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    momentum_decay: float = 4e-3,
+    decoupled_weight_decay: bool = False,
+    maximize: bool = False,
+    mu_product: Optional[float] = None,
+) -> float:
+    beta1, beta2 = betas
+    if mu_product is None:
+        mu_product = math.prod(nadam_mu(t, beta1, momentum_decay) for t in range(1, step))
+    if decoupled_weight_decay:
+        param[...] = param * (1 - lr * weight_decay)
+        g = _effective_grad(param, grad, 0.0, maximize)
+    else:
+        g = _effective_grad(param, grad, weight_decay, maximize)
+    mu = nadam_mu(step, beta1, momentum_decay)
+    mu_next = nadam_mu(step + 1, beta1, momentum_decay)
+    mu_product = mu_product * mu
+    exp_avg[...] = beta1 * exp_avg + (1 - beta1) * g
+    exp_avg_sq[...] = beta2 * exp_avg_sq + (1 - beta2) * g * g
+    denom = np.sqrt(exp_avg_sq / (1 - beta2**step)) + eps
+    param[...] = param - lr * (1 - mu) / (1 - mu_product) * g / denom
+    param[...] = param - lr * mu_next / (1 - mu_product * mu_next) * exp_avg / denom
+    return mu_product
+
+
+def radam_step(
+    param: np.ndarray,
+    grad: np.ndarray,
+    exp_avg: np.ndarray,
+    exp_avg_sq: np.ndarray,
+    *,
+    step: int,
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    decoupled_weight_decay: bool = False,
+    maximize: bool = False,
+) -> None:
+    beta1, beta2 = betas
+    if decoupled_weight_decay:
+        param[...] = param * (1 - lr * weight_decay)
+        g = _effective_grad(param, grad, 0.0, maximize)
+    else:
+        g = _effective_grad(param, grad, weight_decay, maximize)
+    exp_avg[...] = beta1 * exp_avg + (1 - beta1) * g
+    exp_avg_sq[...] = beta2 * exp_avg_sq + (1 - beta2) * g * g
+    bias_correction2 = 1 - beta2**step
+    m_hat = exp_avg / (1 - beta1**step)
+    rho_inf = 2 / (1 - beta2) - 1
+    rho_t = rho_inf - 2 * step * beta2**step / bias_correction2
+    if rho_t > 5:
+        rect = math.sqrt(
+            (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
+        )
+        param[...] = param - lr * m_hat * rect * math.sqrt(bias_correction2) / (
+            np.sqrt(exp_avg_sq) + eps
+        )
+    else:
+        param[...] = param - lr * m_hat
