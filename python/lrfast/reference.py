@@ -253,8 +253,12 @@ def nadam_step(
     mu_product: Optional[float] = None,
 ) -> float:
     beta1, beta2 = betas
-    if mu_product is None:
-        mu_product = math.prod(nadam_mu(t, beta1, momentum_decay) for t in range(1, step))
+    if mu_product is None:  # the product of the mu's of the updates before this one
+        mu_product = 1.0
+        for t in range(1, step):
+            mu_product *= nadam_mu(t, beta1, momentum_decay)
+            if mu_product == 0.0:  # underflowed: it stays zero
+                break
     if decoupled_weight_decay:
         param[...] = param * (1 - lr * weight_decay)
         g = _effective_grad(param, grad, 0.0, maximize)
@@ -301,8 +305,7 @@ def radam_step(
         rect = math.sqrt(
             (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
         )
-        param[...] = param - lr * m_hat * rect * math.sqrt(bias_correction2) / (
-            np.sqrt(exp_avg_sq) + eps
-        )
+        adaptive_lr = math.sqrt(bias_correction2) / (np.sqrt(exp_avg_sq) + eps)
+        param[...] = param - m_hat * lr * adaptive_lr * rect
     else:
         param[...] = param - lr * m_hat
