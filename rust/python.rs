@@ -210,6 +210,10 @@ fn run_typed<'py, O: Optimizer, T: Real + Element>(
     let mut named = vec![("param", &param_array), ("grad", &grad_array)];
     named.extend(states.iter().map(|(_, arg)| arg.name).zip(&state_arrays));
     check_no_overlap(&named)?;
+    if param_array.len() == 0 {
+        // Nothing to update (and empty arrays may legitimately be one and the same object).
+        return Ok(());
+    }
 
     // Borrowing also catches arrays another thread is updating right now (rust-numpy's borrow
     // table is shared by every extension and guarded by the GIL).
