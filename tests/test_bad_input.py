@@ -20,8 +20,10 @@ def fresh(kernel: Kernel, dtype: Any = np.float32) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     hyper = dict(DEFAULTS[kernel.name])
     needs = kernel.needs({**_full_defaults(kernel), **hyper})
-    arrays = {"param": rng.standard_normal(N).astype(dtype),
-              "grad": rng.standard_normal(N).astype(dtype)}
+    arrays = {
+        "param": rng.standard_normal(N).astype(dtype),
+        "grad": rng.standard_normal(N).astype(dtype),
+    }
     for name in needs:
         arrays[name] = np.abs(rng.standard_normal(N)).astype(dtype)
     return {"arrays": arrays, "hyper": hyper, "step": 3}
@@ -38,8 +40,7 @@ def call(kernel: Kernel, args: dict[str, Any]) -> Any:
 
 
 def snapshot(args: dict[str, Any]) -> list[bytes]:
-    return [np.asarray(a).tobytes() for a in args["arrays"].values()
-            if isinstance(a, np.ndarray)]
+    return [np.asarray(a).tobytes() for a in args["arrays"].values() if isinstance(a, np.ndarray)]
 
 
 Mutation = Callable[[Kernel, dict[str, Any]], str]
@@ -59,11 +60,12 @@ def case(
     def register(fn: Mutation) -> Mutation:
         CASES.append((fn.__name__, exc, fn, applies))
         return fn
+
     return register
 
 
 def state_name(kernel: Kernel, args: dict[str, Any]) -> str:
-    return [n for n in args["arrays"] if n not in ("param", "grad")][0]
+    return next(n for n in args["arrays"] if n not in ("param", "grad"))
 
 
 @case(TypeError)
@@ -198,7 +200,7 @@ def overlapping_views(k: Kernel, a: dict[str, Any]) -> str:
     buffer = np.concatenate([a["arrays"]["param"], a["arrays"]["param"]])
     name = state_name(k, a)
     a["arrays"]["param"] = buffer[:N]
-    a["arrays"][name] = buffer[N // 2: N // 2 + N]
+    a["arrays"][name] = buffer[N // 2 : N // 2 + N]
     return name
 
 
@@ -216,8 +218,12 @@ def _is_sgd(k: Kernel) -> bool:
 
 
 # States that may be omitted (default None) but that DEFAULTS' options need.
-OPTIONAL_STATES = {"sgd": "momentum_buffer", "rmsprop": "grad_avg", "adam": "max_exp_avg_sq",
-                   "adamw": "max_exp_avg_sq"}
+OPTIONAL_STATES = {
+    "sgd": "momentum_buffer",
+    "rmsprop": "grad_avg",
+    "adam": "max_exp_avg_sq",
+    "adamw": "max_exp_avg_sq",
+}
 
 
 def _has_optional_state(k: Kernel) -> bool:
@@ -242,32 +248,45 @@ def _hyper(name: str, value: Any) -> Mutation:
     def mutate(k: Kernel, a: dict[str, Any]) -> str:
         a["hyper"][name] = value
         return name
+
     return mutate
 
 
-for hp, bad in [("lr", -1e-3), ("lr", float("nan")), ("lr", float("inf")), ("eps", -1.0),
-                ("weight_decay", -0.1), ("weight_decay", float("nan")), ("momentum", -0.9),
-                ("alpha", 1.5), ("rho", -0.1), ("lr_decay", -1.0), ("momentum_decay", -1.0)]:
-    CASES.append((f"{hp}={bad}", ValueError, _hyper(hp, bad),
-                  lambda k, hp=hp: hp in k.hyper))
+for hp, bad in [
+    ("lr", -1e-3),
+    ("lr", float("nan")),
+    ("lr", float("inf")),
+    ("eps", -1.0),
+    ("weight_decay", -0.1),
+    ("weight_decay", float("nan")),
+    ("momentum", -0.9),
+    ("alpha", 1.5),
+    ("rho", -0.1),
+    ("lr_decay", -1.0),
+    ("momentum_decay", -1.0),
+]:
+    CASES.append((f"{hp}={bad}", ValueError, _hyper(hp, bad), lambda k, hp=hp: hp in k.hyper))
 
 
 def _betas(value: tuple[float, float]) -> Mutation:
     def mutate(k: Kernel, a: dict[str, Any]) -> str:
         a["hyper"]["betas"] = value
         return "betas"
+
     return mutate
 
 
 for bad_betas in [(1.0, 0.999), (0.9, 1.0), (-0.1, 0.9), (float("nan"), 0.9)]:
-    CASES.append((f"betas={bad_betas}", ValueError, _betas(bad_betas),
-                  lambda k: "betas" in k.hyper))
+    CASES.append(
+        (f"betas={bad_betas}", ValueError, _betas(bad_betas), lambda k: "betas" in k.hyper)
+    )
 
 
 def _step(value: Any) -> Mutation:
     def mutate(k: Kernel, a: dict[str, Any]) -> str:
         a["step"] = value
         return "step"
+
     return mutate
 
 
@@ -287,8 +306,9 @@ def nesterov_with_dampening(k: Kernel, a: dict[str, Any]) -> str:
     return "nesterov"
 
 
-APPLICABLE = [(k, exc, mutate) for k in KERNELS for name, exc, mutate, applies in CASES
-              if applies(k)]
+APPLICABLE = [
+    (k, exc, mutate) for k in KERNELS for name, exc, mutate, applies in CASES if applies(k)
+]
 IDS = [f"{k.name}-{name}" for k in KERNELS for name, _, _, applies in CASES if applies(k)]
 
 
@@ -320,7 +340,7 @@ def test_acceptable_inputs(kernel: Kernel) -> None:
     names = list(args["arrays"])
     buffer = np.concatenate([args["arrays"][n] for n in names])
     for i, n in enumerate(names):
-        args["arrays"][n] = buffer[i * N:(i + 1) * N]
+        args["arrays"][n] = buffer[i * N : (i + 1) * N]
     before = buffer.copy()
     args["step"] = np.int64(2)
     call(kernel, args)

@@ -114,8 +114,7 @@ def test_kernel_matches_reference(kernel: Kernel, dtype: Any, data: st.DataObjec
             grad = data.draw(values(dtype, shape, big), label=f"grad{t}")
             if kernel.name == "nadam":
                 mu_fast = kernel.fast(fast_p, grad, **fast_s, step=t, **hyper, mu_product=mu_fast)
-                mu_ref = kernel.reference(ref_p, grad, **ref_s, step=t, **hyper,
-                                          mu_product=mu_ref)
+                mu_ref = kernel.reference(ref_p, grad, **ref_s, step=t, **hyper, mu_product=mu_ref)
                 assert mu_fast == pytest.approx(mu_ref, rel=1e-14, abs=1e-300)
             else:
                 assert kernel.fast(fast_p, grad, **fast_s, step=t, **hyper) is None

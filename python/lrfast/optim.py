@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from typing import Any, Callable, ClassVar, Optional, Union
+from typing import Any, Callable, ClassVar, Union
 
 import numpy as np
 
@@ -221,8 +221,14 @@ class SGD(Optimizer):
     """SGD with optional (Nesterov) momentum; see :func:`lrfast.sgd_step`."""
 
     _kernel = _lrfast.sgd_step
-    _defaults = {"lr": 1e-3, "momentum": 0.0, "dampening": 0.0, "nesterov": False,
-                 "weight_decay": 0.0, "maximize": False}
+    _defaults = {
+        "lr": 1e-3,
+        "momentum": 0.0,
+        "dampening": 0.0,
+        "nesterov": False,
+        "weight_decay": 0.0,
+        "maximize": False,
+    }
 
     def _state_names(self) -> tuple[str, ...]:
         return ("momentum_buffer",) if self.defaults["momentum"] != 0 else ()
@@ -232,8 +238,14 @@ class Adagrad(Optimizer):
     """Adagrad; see :func:`lrfast.adagrad_step`. ``initial_accumulator_value`` starts the sum."""
 
     _kernel = _lrfast.adagrad_step
-    _defaults = {"lr": 1e-2, "lr_decay": 0.0, "weight_decay": 0.0,
-                 "initial_accumulator_value": 0.0, "eps": 1e-10, "maximize": False}
+    _defaults = {
+        "lr": 1e-2,
+        "lr_decay": 0.0,
+        "weight_decay": 0.0,
+        "initial_accumulator_value": 0.0,
+        "eps": 1e-10,
+        "maximize": False,
+    }
 
     def _state_names(self) -> tuple[str, ...]:
         return ("state_sum",)
@@ -257,11 +269,18 @@ class RMSprop(Optimizer):
     """RMSprop, optionally centered and with momentum; see :func:`lrfast.rmsprop_step`."""
 
     _kernel = _lrfast.rmsprop_step
-    _defaults = {"lr": 1e-2, "alpha": 0.99, "eps": 1e-8, "weight_decay": 0.0, "momentum": 0.0,
-                 "centered": False, "maximize": False}
+    _defaults = {
+        "lr": 1e-2,
+        "alpha": 0.99,
+        "eps": 1e-8,
+        "weight_decay": 0.0,
+        "momentum": 0.0,
+        "centered": False,
+        "maximize": False,
+    }
 
     def _state_names(self) -> tuple[str, ...]:
-        names = ("square_avg",)
+        names: tuple[str, ...] = ("square_avg",)
         if self.defaults["momentum"] != 0:
             names += ("momentum_buffer",)
         if self.defaults["centered"]:
@@ -283,12 +302,18 @@ class Adam(Optimizer):
     """Adam, optionally AMSGrad; see :func:`lrfast.adam_step`."""
 
     _kernel = _lrfast.adam_step
-    _defaults = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
-                 "amsgrad": False, "maximize": False}
+    _defaults = {
+        "lr": 1e-3,
+        "betas": (0.9, 0.999),
+        "eps": 1e-8,
+        "weight_decay": 0.0,
+        "amsgrad": False,
+        "maximize": False,
+    }
 
     def _state_names(self) -> tuple[str, ...]:
         names = ("exp_avg", "exp_avg_sq")
-        return names + ("max_exp_avg_sq",) if self.defaults["amsgrad"] else names
+        return (*names, "max_exp_avg_sq") if self.defaults["amsgrad"] else names
 
 
 class AdamW(Adam):
@@ -302,8 +327,13 @@ class Adamax(Optimizer):
     """Adamax (Adam with the infinity norm); see :func:`lrfast.adamax_step`."""
 
     _kernel = _lrfast.adamax_step
-    _defaults = {"lr": 2e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
-                 "maximize": False}
+    _defaults = {
+        "lr": 2e-3,
+        "betas": (0.9, 0.999),
+        "eps": 1e-8,
+        "weight_decay": 0.0,
+        "maximize": False,
+    }
 
     def _state_names(self) -> tuple[str, ...]:
         return ("exp_avg", "exp_inf")
@@ -313,8 +343,15 @@ class NAdam(Optimizer):
     """NAdam; see :func:`lrfast.nadam_step`. Keeps the running ``mu_product`` in float64."""
 
     _kernel = _lrfast.nadam_step
-    _defaults = {"lr": 2e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
-                 "momentum_decay": 4e-3, "decoupled_weight_decay": False, "maximize": False}
+    _defaults = {
+        "lr": 2e-3,
+        "betas": (0.9, 0.999),
+        "eps": 1e-8,
+        "weight_decay": 0.0,
+        "momentum_decay": 4e-3,
+        "decoupled_weight_decay": False,
+        "maximize": False,
+    }
 
     def __init__(self, params: Params, **hyperparameters: Any) -> None:
         self.mu_product = 1.0
@@ -341,8 +378,14 @@ class RAdam(Optimizer):
     """RAdam (rectified Adam); see :func:`lrfast.radam_step`."""
 
     _kernel = _lrfast.radam_step
-    _defaults = {"lr": 1e-3, "betas": (0.9, 0.999), "eps": 1e-8, "weight_decay": 0.0,
-                 "decoupled_weight_decay": False, "maximize": False}
+    _defaults = {
+        "lr": 1e-3,
+        "betas": (0.9, 0.999),
+        "eps": 1e-8,
+        "weight_decay": 0.0,
+        "decoupled_weight_decay": False,
+        "maximize": False,
+    }
 
     def _state_names(self) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq")

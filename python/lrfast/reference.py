@@ -186,9 +186,21 @@ def adam_step(
     amsgrad: bool = False,
     maximize: bool = False,
 ) -> None:
-    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=step, lr=lr, betas=betas,
-          eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
-          decoupled=False)
+    _adam(
+        param,
+        grad,
+        exp_avg,
+        exp_avg_sq,
+        max_exp_avg_sq,
+        step=step,
+        lr=lr,
+        betas=betas,
+        eps=eps,
+        weight_decay=weight_decay,
+        amsgrad=amsgrad,
+        maximize=maximize,
+        decoupled=False,
+    )
 
 
 def adamw_step(
@@ -206,9 +218,21 @@ def adamw_step(
     amsgrad: bool = False,
     maximize: bool = False,
 ) -> None:
-    _adam(param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq, step=step, lr=lr, betas=betas,
-          eps=eps, weight_decay=weight_decay, amsgrad=amsgrad, maximize=maximize,
-          decoupled=True)
+    _adam(
+        param,
+        grad,
+        exp_avg,
+        exp_avg_sq,
+        max_exp_avg_sq,
+        step=step,
+        lr=lr,
+        betas=betas,
+        eps=eps,
+        weight_decay=weight_decay,
+        amsgrad=amsgrad,
+        maximize=maximize,
+        decoupled=True,
+    )
 
 
 def adamax_step(
@@ -233,7 +257,7 @@ def adamax_step(
 
 def nadam_mu(step: int, beta1: float, momentum_decay: float) -> float:
     """NAdam's momentum coefficient of update ``step``."""
-    return beta1 * (1.0 - 0.5 * 0.96 ** (step * momentum_decay))
+    return beta1 * (1.0 - 0.5 * math.pow(0.96, step * momentum_decay))
 
 
 def nadam_step(
@@ -272,7 +296,7 @@ def nadam_step(
     denom = np.sqrt(exp_avg_sq / (1 - beta2**step)) + eps
     param[...] = param - lr * (1 - mu) / (1 - mu_product) * g / denom
     param[...] = param - lr * mu_next / (1 - mu_product * mu_next) * exp_avg / denom
-    return mu_product
+    return float(mu_product)
 
 
 def radam_step(

@@ -59,10 +59,9 @@ fn first_adam_step_moves_each_parameter_by_lr_against_the_gradient() {
     let mut arrays = Arrays::<f64>::new(100, 1, 2);
     let before = arrays.param.clone();
     step(&adam(), 1, arrays.lanes()).unwrap();
-    for i in 0..100 {
+    for ((&g, &start), &end) in arrays.grad.iter().zip(&before).zip(&arrays.param) {
         // At t = 1, m̂ = g and √v̂ = |g|: the update is lr·g/(|g| + eps) ≈ lr·sign(g).
-        let g = arrays.grad[i];
-        let moved = before[i] - arrays.param[i];
+        let moved = start - end;
         let expected = 1e-3 * g / (g.abs() + 1e-8);
         assert!((moved - expected).abs() < 1e-15, "{moved} vs {expected}");
     }
