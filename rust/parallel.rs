@@ -1,6 +1,12 @@
-//! Splitting one update over threads.
+//! Splitting updates over threads.
 //!
 //! Every kernel is elementwise, so any split gives the same bits; the split only decides speed.
+//! lrfast owns its rayon pool so that the number of threads can be changed at run time
+//! ([`set_num_threads`]), which rayon's global pool does not allow.
+
+use std::sync::{Arc, OnceLock, RwLock};
+
+use rayon::prelude::*;
 
 use crate::real::Real;
 
@@ -47,38 +53,88 @@ impl<'a, T> Lanes<'a, T> {
     }
 }
 
-/// Below this many elements an update runs on the calling thread: handing work to another thread
-/// costs more than it saves.
+/// Below this many elements in one call, an update runs on the calling thread: waking another
+/// thread costs more than it saves. Measured on a 2-core machine (see the README's benchmarks).
 pub const MIN_PARALLEL_LEN: usize = 1 << 15;
 
-/// Applies `body` to pieces of `lanes` that together cover it exactly once, in parallel on
-/// rayon's pool when the arrays are large enough to gain from it.
-pub fn for_each_piece<T: Real>(lanes: Lanes<'_, T>, body: &(impl Fn(Lanes<'_, T>) + Sync)) {
-    let threads = rayon::current_num_threads();
-    if threads <= 1 || lanes.len() < MIN_PARALLEL_LEN {
-        body(lanes);
-        return;
-    }
-    // A few pieces per thread balance the load when one core is busy with something else.
-    let piece = lanes.len().div_ceil(threads * 4).max(MIN_PARALLEL_LEN / 2);
-    split_recursively(lanes, piece, body);
+/// The pool updates run on; `None` means one thread (the caller's).
+static POOL: RwLock<Option<Arc<rayon::ThreadPool>>> = RwLock::new(None);
+static INIT: OnceLock<()> = OnceLock::new();
+
+/// The default thread count: `LRFAST_NUM_THREADS` if set to a positive integer, else the number
+/// of cores.
+pub fn default_num_threads() -> usize {
+    std::env::var("LRFAST_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        })
 }
 
-fn split_recursively<T: Real>(
-    lanes: Lanes<'_, T>,
-    piece: usize,
-    body: &(impl Fn(Lanes<'_, T>) + Sync),
-) {
-    if lanes.len() <= piece {
-        body(lanes);
-        return;
+fn pool() -> Option<Arc<rayon::ThreadPool>> {
+    INIT.get_or_init(|| {
+        let mut slot = POOL.write().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none() {
+            *slot = build_pool(default_num_threads());
+        }
+    });
+    POOL.read().unwrap_or_else(|e| e.into_inner()).clone()
+}
+
+fn build_pool(threads: usize) -> Option<Arc<rayon::ThreadPool>> {
+    if threads <= 1 {
+        return None;
     }
-    // Split on a multiple of 16 elements so that every piece but the last starts 64-byte aligned
-    // relative to the array, whatever the element type.
-    let mid = (lanes.len() / 2).next_multiple_of(16).min(lanes.len());
-    let (left, right) = lanes.split_at(mid);
-    rayon::join(
-        || split_recursively(left, piece, body),
-        || split_recursively(right, piece, body),
-    );
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("lrfast-{i}"))
+        .build()
+        .ok()
+        .map(Arc::new)
+}
+
+/// Sets the number of threads updates may use (1 = the calling thread only).
+pub fn set_num_threads(threads: usize) {
+    INIT.get_or_init(|| ());
+    *POOL.write().unwrap_or_else(|e| e.into_inner()) = build_pool(threads.max(1));
+}
+
+/// The number of threads updates may use.
+pub fn num_threads() -> usize {
+    pool().map_or(1, |p| p.current_num_threads())
+}
+
+/// Applies `body` to pieces that together cover every element of `tensors` exactly once, in
+/// parallel when there is enough work. Large tensors are cut into pieces and small ones are
+/// handed out whole, so many small tensors spread over the threads as well as one large one.
+pub fn for_each_piece<T: Real>(tensors: Vec<Lanes<'_, T>>, body: &(impl Fn(Lanes<'_, T>) + Sync)) {
+    let total: usize = tensors.iter().map(Lanes::len).sum();
+    let pool = match pool() {
+        Some(pool) if total >= MIN_PARALLEL_LEN => pool,
+        _ => {
+            tensors.into_iter().for_each(body);
+            return;
+        }
+    };
+    // A few pieces per thread balance the load when a core is busy with something else.
+    let piece = total
+        .div_ceil(pool.current_num_threads() * 4)
+        .max(MIN_PARALLEL_LEN / 4);
+    let mut pieces = Vec::with_capacity(tensors.len() + total / piece + 1);
+    for mut lanes in tensors {
+        while lanes.len() > piece {
+            // Cut on a multiple of 16 elements: every piece but the last starts 64-byte aligned
+            // relative to its array, whatever the element type.
+            let cut = piece.next_multiple_of(16).min(lanes.len());
+            let (head, tail) = lanes.split_at(cut);
+            pieces.push(head);
+            lanes = tail;
+        }
+        pieces.push(lanes);
+    }
+    pool.install(|| pieces.into_par_iter().for_each(body));
 }

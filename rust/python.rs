@@ -8,10 +8,10 @@ use numpy::{
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyFloat};
+use pyo3::types::{PyBool, PyFloat, PyList, PyTuple};
 
 use crate::optim::{Adadelta, Adagrad, Adam, Adamax, NAdam, RAdam, RMSprop, Sgd};
-use crate::{check, simd, step as apply_step, Error, Lanes, Optimizer, Real, MAX_STATE};
+use crate::{check, parallel, simd, step_many, Error, Lanes, Optimizer, Real, MAX_STATE};
 
 /// Below this many elements the update runs with the GIL held: releasing and re-acquiring it
 /// costs more than such a short update.
@@ -23,16 +23,29 @@ impl From<Error> for PyErr {
     }
 }
 
-/// One array argument, known to be an ndarray.
-struct ArrayArg<'a, 'py> {
-    name: &'static str,
-    array: &'a Bound<'py, PyUntypedArray>,
+/// An argument's name for messages: `exp_avg`, or `exp_avg[3]` inside a list of tensors.
+#[derive(Clone, Copy)]
+struct Name {
+    base: &'static str,
+    index: Option<usize>,
 }
 
-fn as_array<'a, 'py>(
-    name: &'static str,
-    object: &'a Bound<'py, PyAny>,
-) -> PyResult<ArrayArg<'a, 'py>> {
+impl std::fmt::Display for Name {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.index {
+            Some(i) => write!(f, "{}[{i}]", self.base),
+            None => f.write_str(self.base),
+        }
+    }
+}
+
+/// One array argument, known to be an ndarray.
+struct ArrayArg<'py> {
+    name: Name,
+    array: Bound<'py, PyUntypedArray>,
+}
+
+fn as_array<'py>(name: Name, object: &Bound<'py, PyAny>) -> PyResult<ArrayArg<'py>> {
     let array = object.cast::<PyUntypedArray>().map_err(|_| {
         let type_name = object
             .get_type()
@@ -41,7 +54,18 @@ fn as_array<'a, 'py>(
             .unwrap_or_else(|_| "?".into());
         PyTypeError::new_err(format!("{name} must be a numpy.ndarray, got {type_name}"))
     })?;
-    Ok(ArrayArg { name, array })
+    Ok(ArrayArg {
+        name,
+        array: array.clone(),
+    })
+}
+
+/// The arrays of one tensor's update: its parameter, gradient and the states its options use.
+struct TensorArgs<'py> {
+    param: ArrayArg<'py>,
+    grad: ArrayArg<'py>,
+    /// (slot, array) for each state slot the options use.
+    states: Vec<(usize, ArrayArg<'py>)>,
 }
 
 /// `update` as a 1-based integer. `bool` and `float` are refused: a step count is an integer.
@@ -71,7 +95,7 @@ enum DType {
     F64,
 }
 
-fn dtype_of(py: Python<'_>, arg: &ArrayArg<'_, '_>) -> PyResult<DType> {
+fn dtype_of(py: Python<'_>, arg: &ArrayArg<'_>) -> PyResult<DType> {
     let descr = arg.array.dtype();
     if descr.is_equiv_to(&dtype::<f32>(py)) {
         Ok(DType::F32)
@@ -85,27 +109,28 @@ fn dtype_of(py: Python<'_>, arg: &ArrayArg<'_, '_>) -> PyResult<DType> {
     }
 }
 
-/// Checks that `arg` matches the parameter in dtype and shape and is C-contiguous and aligned.
-fn check_like_param(arg: &ArrayArg<'_, '_>, param: &ArrayArg<'_, '_>) -> PyResult<()> {
-    let (descr, param_descr) = (arg.array.dtype(), param.array.dtype());
-    if !descr.is_equiv_to(&param_descr) {
+/// Checks that `arg` matches `like` (the parameter) in dtype and shape, and its layout.
+fn check_like(arg: &ArrayArg<'_>, like: &ArrayArg<'_>) -> PyResult<()> {
+    let (descr, like_descr) = (arg.array.dtype(), like.array.dtype());
+    if !descr.is_equiv_to(&like_descr) {
         return Err(PyTypeError::new_err(format!(
-            "{} has dtype {} but param has dtype {}",
-            arg.name, descr, param_descr
+            "{} has dtype {} but {} has dtype {}",
+            arg.name, descr, like.name, like_descr
         )));
     }
-    if arg.array.shape() != param.array.shape() {
+    if arg.array.shape() != like.array.shape() {
         return Err(PyValueError::new_err(format!(
-            "{} has shape {:?} but param has shape {:?}",
+            "{} has shape {:?} but {} has shape {:?}",
             arg.name,
             arg.array.shape(),
-            param.array.shape()
+            like.name,
+            like.array.shape()
         )));
     }
     check_layout(arg)
 }
 
-fn check_layout(arg: &ArrayArg<'_, '_>) -> PyResult<()> {
+fn check_layout(arg: &ArrayArg<'_>) -> PyResult<()> {
     if !arg.array.is_c_contiguous() {
         return Err(PyValueError::new_err(format!(
             "{} must be C-contiguous (use numpy.ascontiguousarray, and update that copy)",
@@ -121,30 +146,37 @@ fn check_layout(arg: &ArrayArg<'_, '_>) -> PyResult<()> {
     Ok(())
 }
 
-/// Refuses two arguments whose bytes overlap, the test `numpy.shares_memory` makes, which for
-/// C-contiguous arrays is an intersection of byte ranges.
-fn check_no_overlap<T: Element>(
-    args: &[(&'static str, &Bound<'_, PyArrayDyn<T>>)],
-) -> PyResult<()> {
-    let range = |array: &Bound<'_, PyArrayDyn<T>>| {
-        let start = array.data() as usize;
-        (start, start + array.len() * std::mem::size_of::<T>())
-    };
-    for (i, (name_a, a)) in args.iter().enumerate() {
-        let (a_start, a_end) = range(a);
-        for (name_b, b) in &args[i + 1..] {
-            let (b_start, b_end) = range(b);
-            if a_start < a_end && b_start < b_end && a_start < b_end && b_start < a_end {
+/// Refuses two arguments whose bytes overlap: the test `numpy.shares_memory` makes, which for
+/// C-contiguous arrays is an intersection of byte ranges. Sorting the ranges makes it
+/// O(n log n), for calls with thousands of arrays.
+fn check_no_overlap<T: Element>(arrays: &[(Name, &Bound<'_, PyArrayDyn<T>>)]) -> PyResult<()> {
+    let mut ranges: Vec<(usize, usize, Name)> = arrays
+        .iter()
+        .filter(|(_, a)| a.len() > 0)
+        .map(|(name, a)| {
+            let start = a.data() as usize;
+            (start, start + a.len() * std::mem::size_of::<T>(), *name)
+        })
+        .collect();
+    ranges.sort_unstable_by_key(|&(start, _, _)| start);
+    // After sorting, an overlap exists iff some range starts before the furthest end so far.
+    let mut furthest: Option<(usize, Name)> = None;
+    for &(start, end, name) in &ranges {
+        if let Some((far_end, far_name)) = furthest {
+            if start < far_end {
                 return Err(PyValueError::new_err(format!(
-                    "{name_a} and {name_b} share memory; every array of an update must be distinct"
+                    "{far_name} and {name} share memory; every array of an update must be distinct"
                 )));
             }
+        }
+        if furthest.is_none_or(|(far_end, _)| end > far_end) {
+            furthest = Some((end, name));
         }
     }
     Ok(())
 }
 
-fn borrow_error(name: &'static str, err: numpy::BorrowError) -> PyErr {
+fn borrow_error(name: Name, err: numpy::BorrowError) -> PyErr {
     match err {
         numpy::BorrowError::NotWriteable => PyValueError::new_err(format!(
             "{name} is read-only; the update writes it in place"
@@ -155,8 +187,82 @@ fn borrow_error(name: &'static str, err: numpy::BorrowError) -> PyErr {
     }
 }
 
-/// Checks, borrows and updates the arrays of one optimizer step. `states` holds the argument of
-/// each of the optimizer's state slots, `None` where it was not given.
+/// A list or tuple of tensors, or `None` for a single array.
+fn as_sequence<'py>(object: &Bound<'py, PyAny>) -> Option<Vec<Bound<'py, PyAny>>> {
+    if let Ok(list) = object.cast::<PyList>() {
+        Some(list.iter().collect())
+    } else if let Ok(tuple) = object.cast::<PyTuple>() {
+        Some(tuple.iter().collect())
+    } else {
+        None
+    }
+}
+
+/// Gathers the tensors of a call: one array each, or equal-length lists of arrays.
+fn gather<'py, O: Optimizer>(
+    optimizer: &O,
+    param: &Bound<'py, PyAny>,
+    grad: &Bound<'py, PyAny>,
+    states: &[Option<&Bound<'py, PyAny>>],
+) -> PyResult<Vec<TensorArgs<'py>>> {
+    let slots = optimizer.state_slots();
+    let used: Vec<usize> = (0..slots.len())
+        .filter(|&s| optimizer.uses_slot(s))
+        .collect();
+    let Some(params) = as_sequence(param) else {
+        let name = |base| Name { base, index: None };
+        let mut state_args = Vec::with_capacity(used.len());
+        for &slot in &used {
+            let object = states[slot].ok_or(Error::MissingState(slots[slot]))?;
+            state_args.push((slot, as_array(name(slots[slot]), object)?));
+        }
+        return Ok(vec![TensorArgs {
+            param: as_array(name("param"), param)?,
+            grad: as_array(name("grad"), grad)?,
+            states: state_args,
+        }]);
+    };
+    let n = params.len();
+    let list_of = |base: &'static str, object: &Bound<'py, PyAny>| -> PyResult<Vec<_>> {
+        let items = as_sequence(object).ok_or_else(|| {
+            PyTypeError::new_err(format!(
+                "param is a list, so {base} must be a list of {n} arrays too"
+            ))
+        })?;
+        if items.len() != n {
+            return Err(PyValueError::new_err(format!(
+                "{base} has {} arrays but param has {n}",
+                items.len()
+            )));
+        }
+        Ok(items)
+    };
+    let grads = list_of("grad", grad)?;
+    let mut state_lists = Vec::with_capacity(used.len());
+    for &slot in &used {
+        let object = states[slot].ok_or(Error::MissingState(slots[slot]))?;
+        state_lists.push((slot, list_of(slots[slot], object)?));
+    }
+    (0..n)
+        .map(|i| {
+            let name = |base| Name {
+                base,
+                index: Some(i),
+            };
+            Ok(TensorArgs {
+                param: as_array(name("param"), &params[i])?,
+                grad: as_array(name("grad"), &grads[i])?,
+                states: state_lists
+                    .iter()
+                    .map(|(slot, list)| Ok((*slot, as_array(name(slots[*slot]), &list[i])?)))
+                    .collect::<PyResult<_>>()?,
+            })
+        })
+        .collect()
+}
+
+/// Checks, borrows and updates the arrays of one optimizer step: one tensor, or lists of them.
+/// `states` holds the argument for each of the optimizer's state slots, `None` where not given.
 fn run<O: Optimizer>(
     py: Python<'_>,
     optimizer: &O,
@@ -167,24 +273,22 @@ fn run<O: Optimizer>(
 ) -> PyResult<()> {
     let update = parse_step(update)?;
     optimizer.validate()?;
-    let param = as_array("param", param)?;
-    let grad = as_array("grad", grad)?;
-    let dtype = dtype_of(py, &param)?;
-    check_layout(&param)?;
-    check_like_param(&grad, &param)?;
-    let mut used = Vec::with_capacity(MAX_STATE);
-    for (slot, name) in optimizer.state_slots().iter().enumerate() {
-        if !optimizer.uses_slot(slot) {
-            continue;
+    let tensors = gather(optimizer, param, grad, states)?;
+    let Some(first) = tensors.first() else {
+        return Ok(());
+    };
+    let dtype = dtype_of(py, &first.param)?;
+    for tensor in &tensors {
+        dtype_of(py, &tensor.param)?;
+        check_layout(&tensor.param)?;
+        check_like(&tensor.grad, &tensor.param)?;
+        for (_, state) in &tensor.states {
+            check_like(state, &tensor.param)?;
         }
-        let object = states[slot].ok_or(Error::MissingState(name))?;
-        let arg = as_array(name, object)?;
-        check_like_param(&arg, &param)?;
-        used.push((slot, arg));
     }
     match dtype {
-        DType::F32 => run_typed::<O, f32>(py, optimizer, update, &param, &grad, &used),
-        DType::F64 => run_typed::<O, f64>(py, optimizer, update, &param, &grad, &used),
+        DType::F32 => run_typed::<O, f32>(py, optimizer, update, &tensors),
+        DType::F64 => run_typed::<O, f64>(py, optimizer, update, &tensors),
     }
 }
 
@@ -192,65 +296,81 @@ fn run_typed<'py, O: Optimizer, T: Real + Element>(
     py: Python<'py>,
     optimizer: &O,
     update: u64,
-    param: &ArrayArg<'_, 'py>,
-    grad: &ArrayArg<'_, 'py>,
-    states: &[(usize, ArrayArg<'_, 'py>)],
+    tensors: &[TensorArgs<'py>],
 ) -> PyResult<()> {
-    // The dtypes were checked above, so these casts cannot fail.
-    let typed = |arg: &ArrayArg<'_, 'py>| -> PyResult<Bound<'py, PyArrayDyn<T>>> {
-        Ok(arg.array.cast::<PyArrayDyn<T>>()?.clone())
+    // All dtypes were checked above, so these casts cannot fail.
+    let typed = |arg: &ArrayArg<'py>| -> PyResult<(Name, Bound<'py, PyArrayDyn<T>>)> {
+        Ok((arg.name, arg.array.cast::<PyArrayDyn<T>>()?.clone()))
     };
-    let param_array = typed(param)?;
-    let grad_array = typed(grad)?;
-    let state_arrays = states
-        .iter()
-        .map(|(_, arg)| typed(arg))
-        .collect::<PyResult<Vec<_>>>()?;
-
-    let mut named = vec![("param", &param_array), ("grad", &grad_array)];
-    named.extend(states.iter().map(|(_, arg)| arg.name).zip(&state_arrays));
-    check_no_overlap(&named)?;
-    if param_array.len() == 0 {
-        // Nothing to update (and empty arrays may legitimately be one and the same object).
-        return Ok(());
+    let mut arrays = Vec::with_capacity(tensors.len() * (2 + MAX_STATE));
+    for tensor in tensors {
+        if tensor.param.array.dtype().is_equiv_to(&dtype::<T>(py)) {
+            arrays.push(typed(&tensor.param)?);
+        } else {
+            return Err(PyTypeError::new_err(format!(
+                "{} has dtype {} but param[0] has dtype {}; one call updates one dtype",
+                tensor.param.name,
+                tensor.param.array.dtype(),
+                dtype::<T>(py)
+            )));
+        }
+        arrays.push(typed(&tensor.grad)?);
+        for (_, state) in &tensor.states {
+            arrays.push(typed(state)?);
+        }
     }
+    let named: Vec<_> = arrays.iter().map(|(name, a)| (*name, a)).collect();
+    check_no_overlap(&named)?;
 
     // Borrowing also catches arrays another thread is updating right now (rust-numpy's borrow
-    // table is shared by every extension and guarded by the GIL).
-    let mut param_rw = param_array
-        .try_readwrite()
-        .map_err(|e| borrow_error("param", e))?;
-    let grad_ro = grad_array
-        .try_readonly()
-        .map_err(|e| borrow_error("grad", e))?;
-    let mut state_rw = Vec::with_capacity(states.len());
-    for ((_, arg), array) in states.iter().zip(&state_arrays) {
-        state_rw.push(
-            array
-                .try_readwrite()
-                .map_err(|e| borrow_error(arg.name, e))?,
-        );
+    // table is shared by every extension and guarded by the GIL). Empty arrays are skipped:
+    // there is nothing to update, and they may legitimately be one and the same object.
+    let mut borrowed = Vec::with_capacity(tensors.len());
+    let mut array_iter = arrays.iter();
+    for tensor in tensors {
+        let (param_name, param) = array_iter.next().expect("one entry per array");
+        let (grad_name, grad) = array_iter.next().expect("one entry per array");
+        let states: Vec<_> = array_iter.by_ref().take(tensor.states.len()).collect();
+        if param.len() == 0 {
+            continue;
+        }
+        let param_rw = param
+            .try_readwrite()
+            .map_err(|e| borrow_error(*param_name, e))?;
+        let grad_ro = grad
+            .try_readonly()
+            .map_err(|e| borrow_error(*grad_name, e))?;
+        let mut state_rw = Vec::with_capacity(states.len());
+        for ((slot, _), (name, array)) in tensor.states.iter().zip(states) {
+            state_rw.push((
+                *slot,
+                array.try_readwrite().map_err(|e| borrow_error(*name, e))?,
+            ));
+        }
+        borrowed.push((param_rw, grad_ro, state_rw));
     }
 
-    let not_contiguous = |name: &str| PyValueError::new_err(format!("{name} must be C-contiguous"));
-    let mut state: [&mut [T]; MAX_STATE] = [&mut [], &mut [], &mut []];
-    for ((slot, arg), borrowed) in states.iter().zip(state_rw.iter_mut()) {
-        state[*slot] = borrowed
-            .as_slice_mut()
-            .map_err(|_| not_contiguous(arg.name))?;
+    let contiguous = |_| PyValueError::new_err("arrays must be C-contiguous");
+    let mut lanes = Vec::with_capacity(borrowed.len());
+    let mut total = 0;
+    for (param_rw, grad_ro, state_rw) in &mut borrowed {
+        let mut state: [&mut [T]; MAX_STATE] = [&mut [], &mut [], &mut []];
+        for (slot, array) in state_rw.iter_mut() {
+            state[*slot] = array.as_slice_mut().map_err(contiguous)?;
+        }
+        let tensor = Lanes {
+            param: param_rw.as_slice_mut().map_err(contiguous)?,
+            grad: grad_ro.as_slice().map_err(contiguous)?,
+            state,
+        };
+        check(optimizer, update, &tensor)?;
+        total += tensor.len();
+        lanes.push(tensor);
     }
-    let lanes = Lanes {
-        param: param_rw
-            .as_slice_mut()
-            .map_err(|_| not_contiguous("param"))?,
-        grad: grad_ro.as_slice().map_err(|_| not_contiguous("grad"))?,
-        state,
-    };
-    check(optimizer, update, &lanes)?;
-    if lanes.len() >= GIL_RELEASE_LEN {
-        py.detach(|| apply_step(optimizer, update, lanes))?;
+    if total >= GIL_RELEASE_LEN {
+        py.detach(|| step_many(optimizer, update, lanes))?;
     } else {
-        apply_step(optimizer, update, lanes)?;
+        step_many(optimizer, update, lanes)?;
     }
     Ok(())
 }
@@ -593,8 +713,26 @@ fn simd_level() -> &'static str {
     simd::active().name()
 }
 
+/// Sets how many threads the kernels may use (1 = the calling thread only).
+#[pyfunction]
+fn set_num_threads(threads: usize) -> PyResult<()> {
+    if threads == 0 {
+        return Err(PyValueError::new_err("threads must be >= 1, got 0"));
+    }
+    parallel::set_num_threads(threads);
+    Ok(())
+}
+
+/// How many threads the kernels may use (`LRFAST_NUM_THREADS`, else the number of cores).
+#[pyfunction]
+fn get_num_threads() -> usize {
+    parallel::num_threads()
+}
+
 #[pymodule]
 fn _lrfast(module: &Bound<'_, PyModule>) -> PyResult<()> {
+    module.add_function(wrap_pyfunction!(set_num_threads, module)?)?;
+    module.add_function(wrap_pyfunction!(get_num_threads, module)?)?;
     module.add_function(wrap_pyfunction!(sgd_step, module)?)?;
     module.add_function(wrap_pyfunction!(adagrad_step, module)?)?;
     module.add_function(wrap_pyfunction!(rmsprop_step, module)?)?;

@@ -8,12 +8,15 @@ with PyTorch's ``torch.optim`` semantics::
     m = np.zeros_like(p); v = np.zeros_like(p)
     lrfast.adam_step(p, g, m, v, step=1, lr=1e-3)
 
-The optimizer classes (:class:`Adam`, :class:`SGD`, ...) keep the state for you, and
+Every kernel also takes lists of arrays (params, grads and each state as lists of equal length)
+and updates them all in one call. The optimizer classes (:class:`Adam`, :class:`SGD`, ...) keep the state for you, and
 :mod:`lrfast.reference` holds a plain NumPy version of every kernel.
 """
 
 from ._lrfast import (
     adadelta_step,
+    get_num_threads,
+    set_num_threads,
     adagrad_step,
     adam_step,
     adamax_step,
@@ -24,6 +27,7 @@ from ._lrfast import (
     sgd_step,
     simd_level,
 )
+from .threads import threads
 from .optim import (
     SGD,
     Adadelta,
@@ -50,6 +54,9 @@ __all__ = [
     "nadam_step",
     "radam_step",
     "simd_level",
+    "set_num_threads",
+    "get_num_threads",
+    "threads",
     "Optimizer",
     "SGD",
     "Adagrad",

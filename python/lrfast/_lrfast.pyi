@@ -6,12 +6,14 @@ of this update. Bad input raises ``TypeError`` / ``ValueError`` naming the argum
 array is written.
 """
 
-from typing import Optional
+from collections.abc import Sequence
+from typing import Optional, Union
 
 import numpy as np
 import numpy.typing as npt
 
-_Array = npt.NDArray[np.floating]
+# One array, or a list of arrays updated together (params, grads and states as equal-length lists).
+_Array = Union[npt.NDArray[np.floating], Sequence[npt.NDArray[np.floating]]]
 
 __all__ = [
     "adadelta_step",
@@ -24,6 +26,8 @@ __all__ = [
     "rmsprop_step",
     "sgd_step",
     "simd_level",
+    "set_num_threads",
+    "get_num_threads",
 ]
 
 def sgd_step(
@@ -185,3 +189,9 @@ def radam_step(
 
 def simd_level() -> str:
     """The instruction set the kernels run with: "avx512", "avx2", "sse2", "neon" or "scalar"."""
+
+def set_num_threads(threads: int) -> None:
+    """Sets how many threads the kernels may use (1 = the calling thread only)."""
+
+def get_num_threads() -> int:
+    """How many threads the kernels may use (``LRFAST_NUM_THREADS``, else the number of cores)."""

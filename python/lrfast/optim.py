@@ -136,10 +136,24 @@ class Optimizer:
         step = self.step_count + 1
         kwargs = self._kernel_kwargs()
         result = None
-        for p, g, s in zip(self.params, grads, self.state):
-            result = type(self)._kernel(p, g, **{n: s[n] for n in names}, step=step, **kwargs)
+        # One kernel call per dtype updates all its parameters at once, spread over threads.
+        for group in self._dtype_groups:
+            result = type(self)._kernel(
+                [self.params[i] for i in group],
+                [grads[i] for i in group],
+                **{n: [self.state[i][n] for i in group] for n in names},
+                step=step,
+                **kwargs,
+            )
         self.step_count = step
         self._after_step(result)
+
+    @property
+    def _dtype_groups(self) -> list[list[int]]:
+        groups: dict[np.dtype[Any], list[int]] = {}
+        for i, p in enumerate(self.params):
+            groups.setdefault(p.dtype, []).append(i)
+        return list(groups.values())
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -98,9 +98,21 @@ pub fn step<O: Optimizer, T: Real>(
     step: u64,
     lanes: Lanes<'_, T>,
 ) -> Result<(), Error> {
-    check(optimizer, step, &lanes)?;
+    step_many(optimizer, step, vec![lanes])
+}
+
+/// Applies update number `step` to several tensors in one call, spreading the work over threads
+/// across and within tensors. Every tensor is checked before any is written.
+pub fn step_many<O: Optimizer, T: Real>(
+    optimizer: &O,
+    step: u64,
+    tensors: Vec<Lanes<'_, T>>,
+) -> Result<(), Error> {
+    for lanes in &tensors {
+        check(optimizer, step, lanes)?;
+    }
     let scalars = optimizer.scalars(step);
-    for_each_piece(lanes, &|piece| {
+    for_each_piece(tensors, &|piece| {
         simd::run(|| optimizer.update_piece(&scalars, piece))
     });
     Ok(())

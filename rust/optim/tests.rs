@@ -86,6 +86,54 @@ fn parallel_split_gives_the_same_bits_as_one_piece() {
 }
 
 #[test]
+fn many_tensors_in_one_call_match_one_call_each() {
+    let sizes = [
+        0,
+        1,
+        17,
+        MIN_PARALLEL_LEN,
+        4096,
+        3,
+        MIN_PARALLEL_LEN * 2 + 5,
+    ];
+    let mut together: Vec<_> = sizes
+        .iter()
+        .map(|&n| Arrays::<f64>::new(n, n as u64, 2))
+        .collect();
+    let mut apart: Vec<_> = sizes
+        .iter()
+        .map(|&n| Arrays::<f64>::new(n, n as u64, 2))
+        .collect();
+    for t in 1..=3 {
+        step_many(&adam(), t, together.iter_mut().map(Arrays::lanes).collect()).unwrap();
+        for arrays in &mut apart {
+            step(&adam(), t, arrays.lanes()).unwrap();
+        }
+    }
+    for (a, b) in together.iter().zip(&apart) {
+        assert_eq!(a.param, b.param);
+        assert_eq!(a.state, b.state);
+    }
+}
+
+#[test]
+fn thread_counts_give_the_same_bits() {
+    let len = MIN_PARALLEL_LEN * 5 + 3;
+    let mut results = Vec::new();
+    for threads in [1, 2, 3] {
+        crate::parallel::set_num_threads(threads);
+        let mut arrays = Arrays::<f32>::new(len, 11, 2);
+        for t in 1..=2 {
+            step(&adam(), t, arrays.lanes()).unwrap();
+        }
+        results.push(arrays.param);
+    }
+    crate::parallel::set_num_threads(crate::parallel::default_num_threads());
+    assert_eq!(results[0], results[1]);
+    assert_eq!(results[0], results[2]);
+}
+
+#[test]
 fn simd_levels_give_the_same_bits() {
     let mut results = Vec::new();
     let best = simd::detected();
