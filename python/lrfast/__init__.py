@@ -9,25 +9,24 @@ with PyTorch's ``torch.optim`` semantics::
     lrfast.adam_step(p, g, m, v, step=1, lr=1e-3)
 
 Every kernel also takes lists of arrays (params, grads and each state as lists of equal length)
-and updates them all in one call. The optimizer classes (:class:`Adam`, :class:`SGD`, ...) keep the state for you, and
-:mod:`lrfast.reference` holds a plain NumPy version of every kernel.
+and updates them all in one call. The optimizer classes (:class:`Adam`, :class:`SGD`, ...) keep
+the state for you, and :mod:`lrfast.reference` holds a plain NumPy version of every kernel.
 """
 
 from ._lrfast import (
     adadelta_step,
-    get_num_threads,
-    set_num_threads,
     adagrad_step,
     adam_step,
     adamax_step,
     adamw_step,
+    get_num_threads,
     nadam_step,
     radam_step,
     rmsprop_step,
+    set_num_threads,
     sgd_step,
     simd_level,
 )
-from .threads import threads
 from .optim import (
     SGD,
     Adadelta,
@@ -40,6 +39,7 @@ from .optim import (
     RAdam,
     RMSprop,
 )
+from .threads import threads
 
 __version__ = "0.1.0"
 
