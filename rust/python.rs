@@ -10,7 +10,7 @@ use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyList, PyTuple};
 
-use crate::optim::{Adadelta, Adagrad, Adam, Adamax, NAdam, RAdam, RMSprop, Sgd};
+use crate::optim::{Adadelta, Adagrad, Adam, Adamax, MemoryFloor, NAdam, RAdam, RMSprop, Sgd};
 use crate::{check, parallel, simd, step_many, Error, Lanes, Optimizer, Real, MAX_STATE};
 
 /// Below this many elements the update runs with the GIL held: releasing and re-acquiring it
@@ -707,10 +707,51 @@ fn radam_step(
     run(py, &optimizer, step, param, grad, &states)
 }
 
+/// Benchmark baseline: the memory traffic of an optimizer with `len(states)` state arrays
+/// (`param += grad; state += grad`), through the same checks, threads and dispatch.
+#[pyfunction]
+#[pyo3(signature = (param, grad, *states))]
+fn _memory_floor_step(
+    py: Python<'_>,
+    param: &Bound<'_, PyAny>,
+    grad: &Bound<'_, PyAny>,
+    states: Vec<Bound<'_, PyAny>>,
+) -> PyResult<()> {
+    let optimizer = MemoryFloor {
+        states: states.len(),
+    };
+    optimizer.validate()?;
+    let mut slots: [Option<&Bound<'_, PyAny>>; MAX_STATE] = [None; MAX_STATE];
+    for (slot, state) in slots.iter_mut().zip(&states) {
+        *slot = Some(state);
+    }
+    let one = 1_u64.into_pyobject(py)?;
+    run(py, &optimizer, one.as_any(), param, grad, &slots)
+}
+
 /// The SIMD instruction set the kernels run with: "avx512", "avx2", "sse2", "neon" or "scalar".
 #[pyfunction]
 fn simd_level() -> &'static str {
     simd::active().name()
+}
+
+/// Limits the SIMD level kernels run at ("sse2"/"neon"/"scalar" = baseline, "avx2", "avx512"),
+/// for tests and benchmarks that compare paths; capped at what the CPU has. Returns the level
+/// now in force.
+#[pyfunction]
+fn _set_simd_level(name: &str) -> PyResult<&'static str> {
+    let level = match name {
+        "sse2" | "neon" | "scalar" | "baseline" => simd::SimdLevel::Baseline,
+        "avx2" => simd::SimdLevel::Avx2,
+        "avx512" => simd::SimdLevel::Avx512,
+        "best" => simd::detected(),
+        _ => {
+            return Err(PyValueError::new_err(format!(
+                "name must be baseline, sse2, neon, scalar, avx2, avx512 or best, got {name:?}"
+            )))
+        }
+    };
+    Ok(simd::set_active(level).name())
 }
 
 /// Sets how many threads the kernels may use (1 = the calling thread only).
@@ -743,5 +784,7 @@ fn _lrfast(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(nadam_step, module)?)?;
     module.add_function(wrap_pyfunction!(radam_step, module)?)?;
     module.add_function(wrap_pyfunction!(simd_level, module)?)?;
+    module.add_function(wrap_pyfunction!(_memory_floor_step, module)?)?;
+    module.add_function(wrap_pyfunction!(_set_simd_level, module)?)?;
     Ok(())
 }

@@ -7,6 +7,7 @@ problem with lrfast's optimizers and prints the loss and accuracy per epoch.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Sequence
 from typing import Optional
@@ -114,6 +115,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p_train.add_argument("--epochs", type=int, default=30)
     p_train.add_argument("--batch-size", type=int, default=64)
     p_train.add_argument("--seed", type=int, default=0)
+    commands.add_parser("bench", help="benchmarks (see lrfast bench --help)", add_help=False)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:
+        from .bench import main as bench_main
+
+        return bench_main(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "train":
         train(args.optimizer, args.epochs, args.batch_size, args.seed)

@@ -195,3 +195,9 @@ def set_num_threads(threads: int) -> None:
 
 def get_num_threads() -> int:
     """How many threads the kernels may use (``LRFAST_NUM_THREADS``, else the number of cores)."""
+
+def _memory_floor_step(param: _Array, grad: _Array, *states: _Array) -> None:
+    """Benchmark baseline: ``param += grad; state += grad`` for each state, one fused pass."""
+
+def _set_simd_level(name: str) -> str:
+    """Limits the SIMD level (tests and benchmarks); returns the level now in force."""

@@ -1,0 +1,80 @@
+use super::Optimizer;
+use crate::error::Error;
+use crate::parallel::Lanes;
+use crate::real::Real;
+
+/// The memory floor: not an optimizer but the benchmark baseline for one. It reads the parameter,
+/// the gradient and `states` state arrays and writes the parameter and the states (`p += g`,
+/// `s += g`), exactly the traffic of an optimizer with that many states, with trivial arithmetic.
+/// Its time, through the same dispatch, threads and bindings, is the physical limit for that
+/// access pattern.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemoryFloor {
+    pub states: usize,
+}
+
+impl Optimizer for MemoryFloor {
+    type Scalars = ();
+
+    fn state_slots(&self) -> &'static [&'static str] {
+        &["state0", "state1", "state2"]
+    }
+
+    fn uses_slot(&self, slot: usize) -> bool {
+        slot < self.states
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        if self.states <= 3 {
+            Ok(())
+        } else {
+            Err(Error::Options(
+                "the memory floor takes at most 3 state arrays",
+            ))
+        }
+    }
+
+    fn scalars(&self, _step: u64) {}
+
+    fn update_piece<T: Real>(&self, _: &(), lanes: Lanes<'_, T>) {
+        // One fused pass, like the optimizers: each element of each array is touched once.
+        let Lanes {
+            param,
+            grad,
+            state: [a, b, c],
+        } = lanes;
+        let n = param.len();
+        let grad = &grad[..n];
+        match self.states {
+            0 => {
+                for i in 0..n {
+                    param[i] = param[i] + grad[i];
+                }
+            }
+            1 => {
+                let a = &mut a[..n];
+                for i in 0..n {
+                    param[i] = param[i] + grad[i];
+                    a[i] = a[i] + grad[i];
+                }
+            }
+            2 => {
+                let (a, b) = (&mut a[..n], &mut b[..n]);
+                for i in 0..n {
+                    param[i] = param[i] + grad[i];
+                    a[i] = a[i] + grad[i];
+                    b[i] = b[i] + grad[i];
+                }
+            }
+            _ => {
+                let (a, b, c) = (&mut a[..n], &mut b[..n], &mut c[..n]);
+                for i in 0..n {
+                    param[i] = param[i] + grad[i];
+                    a[i] = a[i] + grad[i];
+                    b[i] = b[i] + grad[i];
+                    c[i] = c[i] + grad[i];
+                }
+            }
+        }
+    }
+}
