@@ -28,6 +28,8 @@ __all__ = [
     "simd_level",
     "set_num_threads",
     "get_num_threads",
+    "_memory_floor_step",
+    "_set_simd_level",
 ]
 
 def sgd_step(
