@@ -176,16 +176,82 @@ fn check_no_overlap<T: Element>(arrays: &[(Name, &Bound<'_, PyArrayDyn<T>>)]) ->
     Ok(())
 }
 
-fn borrow_error(name: Name, err: numpy::BorrowError) -> PyErr {
-    match err {
-        numpy::BorrowError::NotWriteable => PyValueError::new_err(format!(
-            "{name} is read-only; the update writes it in place"
-        )),
-        _ => PyValueError::new_err(format!(
-            "{name} is in use by another call (another thread is updating it)"
-        )),
+fn not_contiguous(_: numpy::AsSliceError) -> PyErr {
+    PyValueError::new_err("arrays must be C-contiguous")
+}
+
+fn is_writeable<T: Element>(array: &Bound<'_, PyArrayDyn<T>>) -> bool {
+    // SAFETY: `as_array_ptr` points to the live array object `array` holds a reference to, and
+    // `_PyArray_GET_ITEM_DATA` only reinterprets it as NumPy's struct of array fields.
+    let flags = unsafe { (*numpy::npyffi::_PyArray_GET_ITEM_DATA(array.as_array_ptr())).flags };
+    flags & numpy::npyffi::NPY_ARRAY_WRITEABLE != 0
+}
+
+/// The arrays that updates running without the GIL are using, so that a second thread cannot
+/// update the same memory at the same moment (a torn result); it gets a clear error instead.
+mod in_flight {
+    use super::{Name, PyResult, PyValueError};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+
+    #[derive(Clone, Copy)]
+    pub(super) struct InFlight {
+        pub start: usize,
+        pub end: usize,
+        pub writes: bool,
+        pub name: Name,
+    }
+
+    static RANGES: Mutex<Vec<(u64, InFlight)>> = Mutex::new(Vec::new());
+    /// How many calls are registered: lets the common case (none) skip the lock.
+    static ACTIVE: AtomicUsize = AtomicUsize::new(0);
+    static NEXT_ID: AtomicUsize = AtomicUsize::new(1);
+
+    /// Unregisters a call's arrays when dropped.
+    pub(super) struct Registration(u64);
+
+    impl Drop for Registration {
+        fn drop(&mut self) {
+            let mut ranges = RANGES.lock().unwrap_or_else(|e| e.into_inner());
+            ranges.retain(|(id, _)| *id != self.0);
+            ACTIVE.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn conflict(ours: &[InFlight], theirs: &[(u64, InFlight)]) -> PyResult<()> {
+        for a in ours {
+            for (_, b) in theirs {
+                if (a.writes || b.writes) && a.start < b.end && b.start < a.end {
+                    return Err(PyValueError::new_err(format!(
+                        "{} is in use by another call (another thread is updating it)",
+                        a.name
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fails if another call is using any of `ranges` in a conflicting way.
+    pub(super) fn check(ranges: &[InFlight]) -> PyResult<()> {
+        if ACTIVE.load(Ordering::SeqCst) == 0 {
+            return Ok(());
+        }
+        conflict(ranges, &RANGES.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Checks and registers `ranges` for the duration of the returned guard.
+    pub(super) fn register(ranges: Vec<InFlight>) -> PyResult<Registration> {
+        let mut registered = RANGES.lock().unwrap_or_else(|e| e.into_inner());
+        conflict(&ranges, &registered)?;
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed) as u64;
+        registered.extend(ranges.into_iter().map(|r| (id, r)));
+        ACTIVE.fetch_add(1, Ordering::SeqCst);
+        Ok(Registration(id))
     }
 }
+
+use in_flight::InFlight;
 
 /// A list or tuple of tensors, or `None` for a single array.
 fn as_sequence<'py>(object: &Bound<'py, PyAny>) -> Option<Vec<Bound<'py, PyAny>>> {
@@ -298,7 +364,7 @@ fn run_typed<'py, O: Optimizer, T: Real + Element>(
     update: u64,
     tensors: &[TensorArgs<'py>],
 ) -> PyResult<()> {
-    // All dtypes were checked above, so these casts cannot fail.
+    // All dtypes were checked above, so these casts only confirm it.
     let typed = |arg: &ArrayArg<'py>| -> PyResult<(Name, Bound<'py, PyArrayDyn<T>>)> {
         Ok((arg.name, arg.array.cast::<PyArrayDyn<T>>()?.clone()))
     };
@@ -322,56 +388,79 @@ fn run_typed<'py, O: Optimizer, T: Real + Element>(
     let named: Vec<_> = arrays.iter().map(|(name, a)| (*name, a)).collect();
     check_no_overlap(&named)?;
 
-    // Borrowing also catches arrays another thread is updating right now (rust-numpy's borrow
-    // table is shared by every extension and guarded by the GIL). Empty arrays are skipped:
-    // there is nothing to update, and they may legitimately be one and the same object.
-    let mut borrowed = Vec::with_capacity(tensors.len());
+    // Every array but the gradients is written: it must be writeable.
+    let mut written = Vec::with_capacity(arrays.len());
     let mut array_iter = arrays.iter();
     for tensor in tensors {
-        let (param_name, param) = array_iter.next().expect("one entry per array");
-        let (grad_name, grad) = array_iter.next().expect("one entry per array");
+        let param = array_iter.next().expect("one entry per array");
+        let grad = array_iter.next().expect("one entry per array");
+        let states = array_iter.by_ref().take(tensor.states.len());
+        written.push((true, param));
+        written.push((false, grad));
+        written.extend(states.map(|state| (true, state)));
+    }
+    for (writes, (name, array)) in &written {
+        if *writes && !is_writeable(array) {
+            return Err(PyValueError::new_err(format!(
+                "{name} is read-only; the update writes it in place"
+            )));
+        }
+    }
+    let ranges: Vec<InFlight> = written
+        .iter()
+        .filter(|(_, (_, a))| a.len() > 0)
+        .map(|(writes, (name, array))| InFlight {
+            start: array.data() as usize,
+            end: array.data() as usize + array.len() * std::mem::size_of::<T>(),
+            writes: *writes,
+            name: *name,
+        })
+        .collect();
+    let total: usize = tensors.iter().map(|t| t.param.array.len()).sum();
+    // Large updates run without the GIL: announce their arrays so that another thread cannot
+    // update them at the same moment. Small ones keep the GIL, so they only check.
+    let registration = if total >= GIL_RELEASE_LEN {
+        Some(in_flight::register(ranges)?)
+    } else {
+        in_flight::check(&ranges)?;
+        None
+    };
+
+    let mut lanes = Vec::with_capacity(tensors.len());
+    let mut array_iter = arrays.iter();
+    for tensor in tensors {
+        let (_, param) = array_iter.next().expect("one entry per array");
+        let (_, grad) = array_iter.next().expect("one entry per array");
         let states: Vec<_> = array_iter.by_ref().take(tensor.states.len()).collect();
         if param.len() == 0 {
             continue;
         }
-        let param_rw = param
-            .try_readwrite()
-            .map_err(|e| borrow_error(*param_name, e))?;
-        let grad_ro = grad
-            .try_readonly()
-            .map_err(|e| borrow_error(*grad_name, e))?;
-        let mut state_rw = Vec::with_capacity(states.len());
-        for ((slot, _), (name, array)) in tensor.states.iter().zip(states) {
-            state_rw.push((
-                *slot,
-                array.try_readwrite().map_err(|e| borrow_error(*name, e))?,
-            ));
-        }
-        borrowed.push((param_rw, grad_ro, state_rw));
-    }
-
-    let contiguous = |_| PyValueError::new_err("arrays must be C-contiguous");
-    let mut lanes = Vec::with_capacity(borrowed.len());
-    let mut total = 0;
-    for (param_rw, grad_ro, state_rw) in &mut borrowed {
         let mut state: [&mut [T]; MAX_STATE] = [&mut [], &mut [], &mut []];
-        for (slot, array) in state_rw.iter_mut() {
-            state[*slot] = array.as_slice_mut().map_err(contiguous)?;
+        // SAFETY: every array is C-contiguous and aligned (checked by `check_like` and
+        // `check_layout`), of dtype `T` (checked by the cast), writeable where written (checked
+        // above), no two of them share a byte (`check_no_overlap`), and no other lrfast call is
+        // updating any of them (`in_flight`), so these slices are the only references to their
+        // memory for the duration of the update. The `Bound` handles in `arrays` keep the
+        // arrays alive until the end of this function.
+        unsafe {
+            for ((slot, _), (_, array)) in tensor.states.iter().zip(states) {
+                state[*slot] = array.as_slice_mut().map_err(not_contiguous)?;
+            }
+            let tensor = Lanes {
+                param: param.as_slice_mut().map_err(not_contiguous)?,
+                grad: grad.as_slice().map_err(not_contiguous)?,
+                state,
+            };
+            check(optimizer, update, &tensor)?;
+            lanes.push(tensor);
         }
-        let tensor = Lanes {
-            param: param_rw.as_slice_mut().map_err(contiguous)?,
-            grad: grad_ro.as_slice().map_err(contiguous)?,
-            state,
-        };
-        check(optimizer, update, &tensor)?;
-        total += tensor.len();
-        lanes.push(tensor);
     }
-    if total >= GIL_RELEASE_LEN {
+    if registration.is_some() {
         py.detach(|| step_many(optimizer, update, lanes))?;
     } else {
         step_many(optimizer, update, lanes)?;
     }
+    drop(registration);
     Ok(())
 }
 
