@@ -54,8 +54,10 @@ impl<'a, T> Lanes<'a, T> {
 }
 
 /// Below this many elements in one call, an update runs on the calling thread: waking another
-/// thread costs more than it saves. Measured on a 2-core machine (see the README's benchmarks).
-pub const MIN_PARALLEL_LEN: usize = 1 << 15;
+/// thread costs more than it saves. Measured on the 2-core VM lrfast is developed on (medians of
+/// interleaved runs, Adam float32, 1 vs 2 threads): 2 threads were 0.57x as fast at 2^15,
+/// 0.94x at 2^16, 1.17x at 2^17, 1.24x at 2^18; waking a sleeping worker costs tens of µs there.
+pub const MIN_PARALLEL_LEN: usize = 1 << 17;
 
 /// The pool updates run on; `None` means one thread (the caller's).
 static POOL: RwLock<Option<Arc<rayon::ThreadPool>>> = RwLock::new(None);
@@ -120,9 +122,10 @@ pub fn for_each_piece<T: Real>(tensors: Vec<Lanes<'_, T>>, body: &(impl Fn(Lanes
             return;
         }
     };
-    // A few pieces per thread balance the load when a core is busy with something else.
+    // One piece per thread, as a static OpenMP schedule would: more pieces measured no faster
+    // here, and each costs a hand-off. Work stealing still rebalances when one core is busy.
     let piece = total
-        .div_ceil(pool.current_num_threads() * 4)
+        .div_ceil(pool.current_num_threads())
         .max(MIN_PARALLEL_LEN / 4);
     let mut pieces = Vec::with_capacity(tensors.len() + total / piece + 1);
     for mut lanes in tensors {

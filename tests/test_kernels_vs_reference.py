@@ -12,12 +12,12 @@ from hypothesis.extra import numpy as hnp
 
 from kernels import KERNELS, Kernel
 
-# Sizes around the SIMD widths (4, 8, 16 lanes), odd sizes, and sizes above the point where the
-# kernels split the work over threads (32,768 elements).
+# Sizes around the SIMD widths (4, 8, 16 lanes), odd sizes, and sizes around the point where the
+# kernels split the work over threads (131,072 elements).
 SIZES = st.one_of(
     st.sampled_from([0, 1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 63, 65, 127, 129]),
     st.integers(0, 300),
-    st.sampled_from([32_767, 32_768, 32_769, 70_001]),
+    st.sampled_from([131_071, 131_072, 131_073, 300_001]),
 )
 
 # Tolerance, in units of the dtype's machine epsilon, relative to the size of the values involved.
