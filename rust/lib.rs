@@ -4,6 +4,7 @@
 //! semantics), [`step`] applies one update in place, in parallel for large arrays and with the
 //! best SIMD instruction set the CPU has. The Python bindings live behind the `python` feature.
 
+pub mod clip;
 pub mod error;
 pub mod optim;
 pub mod parallel;

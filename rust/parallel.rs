@@ -141,3 +141,12 @@ pub fn for_each_piece<T: Real>(tensors: Vec<Lanes<'_, T>>, body: &(impl Fn(Lanes
     }
     pool.install(|| pieces.into_par_iter().for_each(body));
 }
+
+/// Runs `work` inside lrfast's pool (for reductions), or on the calling thread when the pool has
+/// one thread.
+pub fn install<R: Send>(work: impl FnOnce() -> R + Send) -> R {
+    match pool() {
+        Some(pool) => pool.install(work),
+        None => work(),
+    }
+}

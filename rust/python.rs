@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyList, PyTuple};
 
 use crate::optim::{Adadelta, Adagrad, Adam, Adamax, MemoryFloor, NAdam, RAdam, RMSprop, Sgd};
-use crate::{check, parallel, simd, step_many, Error, Lanes, Optimizer, Real, MAX_STATE};
+use crate::{check, clip, parallel, simd, step_many, Error, Lanes, Optimizer, Real, MAX_STATE};
 
 /// Below this many elements the update runs with the GIL held: releasing and re-acquiring it
 /// costs more than such a short update.
@@ -796,6 +796,171 @@ fn radam_step(
     run(py, &optimizer, step, param, grad, &states)
 }
 
+/// Gathers `grads` (one array or a list) as writeable, contiguous, non-overlapping arrays of
+/// one float dtype, not in use by another call, and runs `work` on their slices (without the GIL
+/// when they are large).
+fn with_grads<R: Send>(
+    py: Python<'_>,
+    grads: &Bound<'_, PyAny>,
+    work_f32: impl FnOnce(&mut [&mut [f32]]) -> PyResult<R> + Send,
+    work_f64: impl FnOnce(&mut [&mut [f64]]) -> PyResult<R> + Send,
+) -> PyResult<R> {
+    let objects = as_sequence(grads).unwrap_or_else(|| vec![grads.clone()]);
+    let many = as_sequence(grads).is_some();
+    let args = objects
+        .iter()
+        .enumerate()
+        .map(|(i, object)| {
+            let index = many.then_some(i);
+            as_array(
+                Name {
+                    base: "grads",
+                    index,
+                },
+                object,
+            )
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    let Some(first) = args.first() else {
+        return work_f32(&mut []);
+    };
+    match dtype_of(py, first)? {
+        DType::F32 => grads_typed::<f32, R>(py, &args, work_f32),
+        DType::F64 => grads_typed::<f64, R>(py, &args, work_f64),
+    }
+}
+
+fn grads_typed<'py, T: Real + Element, R: Send>(
+    py: Python<'py>,
+    args: &[ArrayArg<'py>],
+    work: impl FnOnce(&mut [&mut [T]]) -> PyResult<R> + Send,
+) -> PyResult<R> {
+    let mut arrays = Vec::with_capacity(args.len());
+    for arg in args {
+        if !arg.array.dtype().is_equiv_to(&dtype::<T>(py)) {
+            return Err(PyTypeError::new_err(format!(
+                "{} has dtype {} but the first gradient has dtype {}",
+                arg.name,
+                arg.array.dtype(),
+                dtype::<T>(py)
+            )));
+        }
+        check_layout(arg)?;
+        let array = arg.array.cast::<PyArrayDyn<T>>()?.clone();
+        if !is_writeable(&array) {
+            return Err(PyValueError::new_err(format!(
+                "{} is read-only; clipping writes it in place",
+                arg.name
+            )));
+        }
+        arrays.push((arg.name, array));
+    }
+    let named: Vec<_> = arrays.iter().map(|(name, a)| (*name, a)).collect();
+    check_no_overlap(&named)?;
+    let ranges: Vec<InFlight> = arrays
+        .iter()
+        .filter(|(_, a)| a.len() > 0)
+        .map(|(name, array)| InFlight {
+            start: array.data() as usize,
+            end: array.data() as usize + array.len() * std::mem::size_of::<T>(),
+            writes: true,
+            name: *name,
+        })
+        .collect();
+    let total: usize = arrays.iter().map(|(_, a)| a.len()).sum();
+    let registration = if total >= GIL_RELEASE_LEN {
+        Some(in_flight::register(ranges)?)
+    } else {
+        in_flight::check(&ranges)?;
+        None
+    };
+    let mut slices = Vec::with_capacity(arrays.len());
+    for (_, array) in arrays.iter().filter(|(_, a)| a.len() > 0) {
+        // SAFETY: as in `run_typed`: contiguous, aligned, of dtype `T`, writeable, pairwise
+        // disjoint, and not in use by another lrfast call; `arrays` keeps them alive.
+        slices.push(unsafe { array.as_slice_mut() }.map_err(not_contiguous)?);
+    }
+    let result = if registration.is_some() {
+        py.detach(|| work(&mut slices))
+    } else {
+        work(&mut slices)
+    };
+    drop(registration);
+    result
+}
+
+/// Scales `grads` in place so that their global `norm_type`-norm is at most `max_norm`
+/// (`torch.nn.utils.clip_grad_norm_` semantics); returns the norm before clipping.
+#[pyfunction]
+#[pyo3(signature = (grads, max_norm, norm_type=2.0, error_if_nonfinite=false))]
+fn clip_grad_norm(
+    py: Python<'_>,
+    grads: &Bound<'_, PyAny>,
+    max_norm: f64,
+    norm_type: f64,
+    error_if_nonfinite: bool,
+) -> PyResult<f64> {
+    if !(max_norm >= 0.0 && max_norm.is_finite()) {
+        return Err(PyValueError::new_err(format!(
+            "max_norm must be finite and >= 0, got {max_norm}"
+        )));
+    }
+    if norm_type.is_nan() || norm_type <= 0.0 {
+        return Err(PyValueError::new_err(format!(
+            "norm_type must be > 0 (or inf), got {norm_type}"
+        )));
+    }
+    fn clip<T: Real>(
+        grads: &mut [&mut [T]],
+        max_norm: f64,
+        norm_type: f64,
+        error_if_nonfinite: bool,
+    ) -> PyResult<f64> {
+        let views: Vec<&[T]> = grads.iter().map(|g| &**g).collect();
+        let norm = clip::total_norm(&views, norm_type);
+        if error_if_nonfinite && !norm.is_finite() {
+            return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
+                "the total norm of order {norm_type} of the gradients is non-finite ({norm}), \
+                 so it cannot be clipped; pass error_if_nonfinite=False to clip anyway"
+            )));
+        }
+        let coef = clip::clip_coefficient(max_norm, norm);
+        // `coef` is NaN for a NaN norm: multiplying spreads the NaN, as PyTorch does.
+        if coef.is_nan() || coef < 1.0 {
+            clip::scale(grads, coef);
+        }
+        Ok(norm)
+    }
+    with_grads(
+        py,
+        grads,
+        |g| clip(g, max_norm, norm_type, error_if_nonfinite),
+        |g| clip(g, max_norm, norm_type, error_if_nonfinite),
+    )
+}
+
+/// Clamps every gradient element to `[-clip_value, clip_value]` in place (NaN kept).
+#[pyfunction]
+fn clip_grad_value(py: Python<'_>, grads: &Bound<'_, PyAny>, clip_value: f64) -> PyResult<()> {
+    if clip_value.is_nan() || clip_value < 0.0 {
+        return Err(PyValueError::new_err(format!(
+            "clip_value must be >= 0, got {clip_value}"
+        )));
+    }
+    with_grads(
+        py,
+        grads,
+        |g| {
+            clip::clamp(g, clip_value);
+            Ok(())
+        },
+        |g| {
+            clip::clamp(g, clip_value);
+            Ok(())
+        },
+    )
+}
+
 /// Benchmark baseline: the memory traffic of an optimizer with `len(states)` state arrays
 /// (`param += grad; state += grad`), through the same checks, threads and dispatch.
 #[pyfunction]
@@ -874,6 +1039,8 @@ fn _lrfast(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(radam_step, module)?)?;
     module.add_function(wrap_pyfunction!(simd_level, module)?)?;
     module.add_function(wrap_pyfunction!(_memory_floor_step, module)?)?;
+    module.add_function(wrap_pyfunction!(clip_grad_norm, module)?)?;
+    module.add_function(wrap_pyfunction!(clip_grad_value, module)?)?;
     module.add_function(wrap_pyfunction!(_set_simd_level, module)?)?;
     Ok(())
 }

@@ -1,8 +1,8 @@
 //! Runtime choice of the instruction set a kernel's loop is compiled for.
 //!
-//! Each kernel loop is one generic `#[inline(always)]` body. [`run`] calls it inside a function
-//! compiled with `#[target_feature]` for the best level the CPU has, so one portable binary uses
-//! AVX2 or AVX-512 where they exist. FMA is deliberately never enabled: without it every level
+//! Each kernel loop is one generic `#[inline(always)]` body; `optim::update_dispatched` calls it
+//! inside a function compiled with `#[target_feature]` for the level chosen here, so one portable
+//! binary uses AVX2 or AVX-512 where they exist. FMA is deliberately never enabled: without it every level
 //! rounds exactly like the scalar code, so results are bit-identical across instruction sets.
 
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -80,34 +80,4 @@ pub fn set_active(level: SimdLevel) -> SimdLevel {
     let level = level.min(detected());
     ACTIVE.store(level as u8, Ordering::Relaxed);
     level
-}
-
-/// Runs `body` compiled for the active instruction-set level.
-#[inline(always)]
-pub fn run<R>(body: impl FnOnce() -> R) -> R {
-    match active() {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `active()` never exceeds `detected()`, so the CPU has AVX-512F.
-        SimdLevel::Avx512 => unsafe { run_avx512(body) },
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `active()` never exceeds `detected()`, so the CPU has AVX2.
-        SimdLevel::Avx2 => unsafe { run_avx2(body) },
-        _ => body(),
-    }
-}
-
-/// # Safety
-/// The CPU must support AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn run_avx2<R>(body: impl FnOnce() -> R) -> R {
-    body()
-}
-
-/// # Safety
-/// The CPU must support AVX-512F.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn run_avx512<R>(body: impl FnOnce() -> R) -> R {
-    body()
 }

@@ -19,6 +19,8 @@ from ._lrfast import (
     adam_step,
     adamax_step,
     adamw_step,
+    clip_grad_norm,
+    clip_grad_value,
     get_num_threads,
     nadam_step,
     radam_step,
@@ -38,6 +40,7 @@ from .optim import (
     Optimizer,
     RAdam,
     RMSprop,
+    state_like,
 )
 from .threads import threads
 
@@ -54,9 +57,12 @@ __all__ = [
     "nadam_step",
     "radam_step",
     "simd_level",
+    "clip_grad_norm",
+    "clip_grad_value",
     "set_num_threads",
     "get_num_threads",
     "threads",
+    "state_like",
     "Optimizer",
     "SGD",
     "Adagrad",

@@ -28,6 +28,8 @@ __all__ = [
     "simd_level",
     "set_num_threads",
     "get_num_threads",
+    "clip_grad_norm",
+    "clip_grad_value",
     "_memory_floor_step",
     "_set_simd_level",
 ]
@@ -203,3 +205,13 @@ def _memory_floor_step(param: _Array, grad: _Array, *states: _Array) -> None:
 
 def _set_simd_level(name: str) -> str:
     """Limits the SIMD level (tests and benchmarks); returns the level now in force."""
+
+def clip_grad_norm(
+    grads: _Array, max_norm: float, norm_type: float = 2.0, error_if_nonfinite: bool = False
+) -> float:
+    """Scales ``grads`` in place so that their global norm is at most ``max_norm``
+    (``torch.nn.utils.clip_grad_norm_``: factor ``max_norm/(norm + 1e-6)`` when below 1).
+    Returns the norm before clipping, computed in float64 and the same with any thread count."""
+
+def clip_grad_value(grads: _Array, clip_value: float) -> None:
+    """Clamps every element of ``grads`` to ``[-clip_value, clip_value]`` in place (NaN kept)."""

@@ -30,6 +30,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from . import _lrfast, get_num_threads, simd_level
+from .optim import state_like
 
 Arrays = list[np.ndarray]
 
@@ -224,30 +225,38 @@ def _make_case(
     rng = np.random.default_rng(seed)
     params = [rng.standard_normal(n).astype(np.float32) for n in sizes]
     grads = [(rng.standard_normal(n) * 1e-2).astype(np.float32) for n in sizes]
-    states = [[np.full(n, 1e-3, np.float32) for _ in range(spec.states)] for n in sizes]
+    # States staggered as lrfast's optimizer classes allocate them (see `lrfast.state_like`).
+    states = [[state_like(p, k, 1e-3) for k in range(spec.states)] for p in params]
     return params, grads, states
 
 
-def _implementations(spec: Spec, sizes: Sequence[int], torch: Any) -> dict[str, Callable[[], None]]:
+def _implementations(
+    spec: Spec, sizes: Sequence[int], torch: Any
+) -> tuple[dict[str, Callable[[], None]], dict[str, np.ndarray]]:
     many = len(sizes) > 1
     impls: dict[str, Callable[[], None]] = {}
+    watched: dict[str, np.ndarray] = {}  # a parameter of each, to check it was really updated
 
     p, g, s = _make_case(spec, sizes)
     kernel = LRFAST_KERNELS[spec.name]
     state_args = [list(x) for x in zip(*s)] if many else list(s[0])
     counter = [0]
+    kwargs = dict(spec.lrfast_kwargs)
 
     def run_lrfast() -> None:
         counter[0] += 1
-        kernel(
+        result = kernel(
             p if many else p[0],
             g if many else g[0],
             *state_args,
             step=counter[0],
-            **spec.lrfast_kwargs,
+            **kwargs,
         )
+        if spec.name == "nadam":  # carry the running product, as the optimizer class does
+            kwargs["mu_product"] = result
 
     impls["lrfast"] = run_lrfast
+    watched["lrfast"] = p[0]
 
     fp, fg, fs = _make_case(spec, sizes)
     floor_states = [list(x) for x in zip(*fs)] if many else list(fs[0])
@@ -256,6 +265,7 @@ def _implementations(spec: Spec, sizes: Sequence[int], torch: Any) -> dict[str, 
         _lrfast._memory_floor_step(fp if many else fp[0], fg if many else fg[0], *floor_states)
 
     impls["floor"] = run_floor
+    watched["floor"] = fp[0]
 
     np_p, np_g, np_s = _make_case(spec, sizes)
     tmps = [np.empty_like(x) for x in np_p]
@@ -267,6 +277,7 @@ def _implementations(spec: Spec, sizes: Sequence[int], torch: Any) -> dict[str, 
             spec.numpy(x, gx, sx, np_counter[0], tx)
 
     impls["numpy"] = run_numpy
+    watched["numpy"] = np_p[0]
 
     if torch is not None:
         tp, tg, _ = _make_case(spec, sizes)
@@ -281,7 +292,8 @@ def _implementations(spec: Spec, sizes: Sequence[int], torch: Any) -> dict[str, 
             opt.step()
 
         impls["torch"] = run_torch
-    return impls
+        watched["torch"] = tp[0]
+    return impls, watched
 
 
 def _time(
@@ -332,8 +344,12 @@ def run(
         for size in sizes:
             shapes = [4096] * 1000 if size == "1000x4096" else [2 ** int(size)]
             label = "1000x4096" if size == "1000x4096" else f"2^{size}"
-            impls = _implementations(spec, shapes, torch)
+            impls, watched = _implementations(spec, shapes, torch)
+            before = {name: array.copy() for name, array in watched.items()}
             medians, spread = _time(impls, budget_s)
+            for name, array in watched.items():  # nothing was optimized away or failed
+                if np.array_equal(array, before[name]) or not np.isfinite(array).all():
+                    raise RuntimeError(f"{name} did not update {kernel} at {size} properly")
             rows.append(Row(kernel, label, sum(shapes), medians, spread))
             print(_format_row(rows[-1]), flush=True)
     return rows

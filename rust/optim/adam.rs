@@ -68,6 +68,9 @@ impl Optimizer for Adam {
         }
     }
 
+    // Inlined into `update_dispatched`'s target-feature functions, so that the loop is compiled
+    // for the dispatched instruction set rather than the baseline.
+    #[inline(always)]
     fn update_piece<T: Real>(&self, s: &AdamScalars, lanes: Lanes<'_, T>) {
         match (s.l2 != 0.0, self.decoupled && self.weight_decay != 0.0) {
             (true, _) => self.piece::<T, true, false>(s, lanes),

@@ -36,6 +36,9 @@ impl Optimizer for MemoryFloor {
 
     fn scalars(&self, _step: u64) {}
 
+    // Inlined into `update_dispatched`'s target-feature functions, so that the loop is compiled
+    // for the dispatched instruction set rather than the baseline.
+    #[inline(always)]
     fn update_piece<T: Real>(&self, _: &(), lanes: Lanes<'_, T>) {
         // One fused pass, like the optimizers: each element of each array is touched once.
         let Lanes {

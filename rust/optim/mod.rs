@@ -115,9 +115,53 @@ pub fn step_many<O: Optimizer, T: Real>(
     }
     let scalars = optimizer.scalars(step);
     for_each_piece(tensors, &|piece| {
-        simd::run(|| optimizer.update_piece(&scalars, piece))
+        update_dispatched(optimizer, &scalars, piece)
     });
     Ok(())
+}
+
+/// Runs `update_piece` compiled for the active SIMD level. `update_piece` is
+/// `#[inline(always)]`, so each `#[target_feature]` function below holds its own copy of the loop
+/// compiled for that instruction set (a closure would not be inlined reliably, and would leave
+/// the loop at the baseline).
+fn update_dispatched<O: Optimizer, T: Real>(
+    optimizer: &O,
+    scalars: &O::Scalars,
+    lanes: Lanes<'_, T>,
+) {
+    match simd::active() {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `simd::active()` never exceeds what the CPU supports.
+        simd::SimdLevel::Avx512 => unsafe { update_avx512(optimizer, scalars, lanes) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as above.
+        simd::SimdLevel::Avx2 => unsafe { update_avx2(optimizer, scalars, lanes) },
+        _ => optimizer.update_piece(scalars, lanes),
+    }
+}
+
+/// # Safety
+/// The CPU must support AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn update_avx2<O: Optimizer, T: Real>(
+    optimizer: &O,
+    scalars: &O::Scalars,
+    lanes: Lanes<'_, T>,
+) {
+    optimizer.update_piece(scalars, lanes)
+}
+
+/// # Safety
+/// The CPU must support AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn update_avx512<O: Optimizer, T: Real>(
+    optimizer: &O,
+    scalars: &O::Scalars,
+    lanes: Lanes<'_, T>,
+) {
+    optimizer.update_piece(scalars, lanes)
 }
 
 /// `-1` to maximize (ascend the gradient), `1` to minimize: multiplying by it is exact.

@@ -72,6 +72,9 @@ impl Optimizer for RAdam {
         }
     }
 
+    // Inlined into `update_dispatched`'s target-feature functions, so that the loop is compiled
+    // for the dispatched instruction set rather than the baseline.
+    #[inline(always)]
     fn update_piece<T: Real>(&self, s: &RAdamScalars, lanes: Lanes<'_, T>) {
         let shrink = self.decoupled_weight_decay && self.weight_decay != 0.0;
         match (s.l2 != 0.0, shrink) {

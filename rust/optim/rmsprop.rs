@@ -47,6 +47,9 @@ impl Optimizer for RMSprop {
 
     fn scalars(&self, _step: u64) {}
 
+    // Inlined into `update_dispatched`'s target-feature functions, so that the loop is compiled
+    // for the dispatched instruction set rather than the baseline.
+    #[inline(always)]
     fn update_piece<T: Real>(&self, _: &(), lanes: Lanes<'_, T>) {
         if self.weight_decay != 0.0 {
             self.piece::<T, true>(lanes)

@@ -62,6 +62,9 @@ impl Optimizer for Sgd {
         }
     }
 
+    // Inlined into `update_dispatched`'s target-feature functions, so that the loop is compiled
+    // for the dispatched instruction set rather than the baseline.
+    #[inline(always)]
     fn update_piece<T: Real>(&self, s: &SgdScalars, lanes: Lanes<'_, T>) {
         if s.weight_decay != 0.0 {
             self.piece::<T, true>(s, lanes)
