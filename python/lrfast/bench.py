@@ -241,7 +241,7 @@ def _implementations(
     kernel = LRFAST_KERNELS[spec.name]
     state_args = [list(x) for x in zip(*s)] if many else list(s[0])
     counter = [0]
-    kwargs = dict(spec.lrfast_kwargs)
+    lrfast_kwargs = dict(spec.lrfast_kwargs)
 
     def run_lrfast() -> None:
         counter[0] += 1
@@ -250,10 +250,10 @@ def _implementations(
             g if many else g[0],
             *state_args,
             step=counter[0],
-            **kwargs,
+            **lrfast_kwargs,
         )
         if spec.name == "nadam":  # carry the running product, as the optimizer class does
-            kwargs["mu_product"] = result
+            lrfast_kwargs["mu_product"] = result
 
     impls["lrfast"] = run_lrfast
     watched["lrfast"] = p[0]
