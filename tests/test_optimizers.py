@@ -181,3 +181,19 @@ def test_load_state_dict_refuses_a_mismatch() -> None:
     wrong = [np.zeros(7, np.float32), *make_params()[1:]]
     with pytest.raises(ValueError, match="parameter 0"):
         lrfast.Adam(wrong).load_state_dict(sd)
+
+
+def test_max_grad_norm_clips_before_the_update() -> None:
+    params = make_params(np.float64)
+    clipped = [p.copy() for p in params]
+    grads = grads_for(0, params)
+    manual_grads = [g.copy() for g in grads]
+    opt = lrfast.SGD(params, lr=0.1, max_grad_norm=0.5)
+    opt.step(grads)
+    norm = lrfast.clip_grad_norm(manual_grads, 0.5)
+    lrfast.SGD(clipped, lr=0.1).step(manual_grads)
+    assert opt.last_grad_norm == norm > 0.5
+    for a, b in zip(params, clipped):
+        assert a.tobytes() == b.tobytes()
+    with pytest.raises(ValueError, match="max_grad_norm"):
+        lrfast.Adam(np.zeros(3), max_grad_norm=-1.0)

@@ -332,7 +332,7 @@ def run(
     torch = None
     if with_torch:
         try:
-            import torch as torch_module  # type: ignore[import-not-found,unused-ignore]
+            import torch as torch_module
 
             torch_module.set_num_threads(get_num_threads())
             torch = torch_module

@@ -11,11 +11,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from typing import Any, Callable, ClassVar, Union
+from typing import Any, Callable, ClassVar, Optional, Union
 
 import numpy as np
 
 from . import _lrfast
+from ._lrfast import clip_grad_norm
 
 __all__ = [
     "state_like",
@@ -77,7 +78,14 @@ class Optimizer:
     _kernel: ClassVar[Callable[..., Any]]
     _defaults: ClassVar[dict[str, Any]]
 
-    def __init__(self, params: Params, **hyperparameters: Any) -> None:
+    def __init__(
+        self,
+        params: Params,
+        *,
+        max_grad_norm: Optional[float] = None,
+        grad_norm_type: float = 2.0,
+        **hyperparameters: Any,
+    ) -> None:
         unknown = set(hyperparameters) - set(self._defaults)
         if unknown:
             raise TypeError(
@@ -92,6 +100,11 @@ class Optimizer:
             self.defaults["betas"] = tuple(float(b) for b in self.defaults["betas"])
         self.step_count = 0
         self.state: list[dict[str, np.ndarray]] = [{} for _ in self.params]
+        if max_grad_norm is not None and not (np.isfinite(max_grad_norm) and max_grad_norm >= 0):
+            raise ValueError(f"max_grad_norm must be finite and >= 0, got {max_grad_norm}")
+        self.max_grad_norm = max_grad_norm
+        self.grad_norm_type = grad_norm_type
+        self.last_grad_norm: Optional[float] = None
         self._check_hyperparameters()
 
     @property
@@ -149,9 +162,15 @@ class Optimizer:
         """Applies one update to every parameter, in place.
 
         ``grads`` matches ``params`` in count, shape and dtype; it is checked as a whole before
-        any parameter changes.
+        any parameter changes. With ``max_grad_norm``, the gradients are first clipped in place
+        to that global norm (``clip_grad_norm``; the norm before clipping is kept in
+        ``last_grad_norm``), as ``torch.nn.utils.clip_grad_norm_`` followed by ``step()`` does.
         """
         grads = self._check_grads(grads)
+        if self.max_grad_norm is not None:
+            self.last_grad_norm = clip_grad_norm(
+                grads, self.max_grad_norm, norm_type=self.grad_norm_type
+            )
         names = self._state_names()
         for p, s in zip(self.params, self.state):
             for name in names:
