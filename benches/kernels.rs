@@ -1,5 +1,5 @@
 //! `cargo bench`: every kernel, f32 and f64, over a range of sizes, at the dispatched SIMD level
-//! and at the baseline level, reporting elements per second.
+//! and at the baseline level, reporting elements and bytes per second.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use lrfast::optim::{Adadelta, Adagrad, Adam, Adamax, NAdam, RAdam, RMSprop, Sgd};
@@ -46,7 +46,15 @@ fn bench_kernel<O: Optimizer>(c: &mut Criterion, name: &str, optimizer: &O) {
         let mut group = c.benchmark_group(format!("{name}/{dtype}"));
         group.sample_size(20);
         for &len in &sizes {
-            group.throughput(Throughput::Elements(len as u64));
+            // Read: param, grad and each state; written: param and each state.
+            let states = (0..optimizer.state_slots().len())
+                .filter(|&slot| optimizer.uses_slot(slot))
+                .count();
+            let element_size = if dtype == "f32" { 4 } else { 8 };
+            group.throughput(Throughput::ElementsAndBytes {
+                elements: len as u64,
+                bytes: (len * element_size * (3 + 2 * states)) as u64,
+            });
             for level in [SimdLevel::Baseline, simd::detected()] {
                 let id = BenchmarkId::new(level.name(), len);
                 match dtype {
