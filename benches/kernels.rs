@@ -95,6 +95,7 @@ fn kernels(c: &mut Criterion) {
         weight_decay: 0.0,
         amsgrad: false,
         maximize: false,
+        grad_scale: 1.0,
         decoupled: false,
     };
     bench_kernel(c, "adam", &adam);
@@ -117,6 +118,7 @@ fn kernels(c: &mut Criterion) {
             nesterov: false,
             weight_decay: 0.0,
             maximize: false,
+            grad_scale: 1.0,
         },
     );
     bench_kernel(
@@ -128,6 +130,7 @@ fn kernels(c: &mut Criterion) {
             weight_decay: 0.0,
             eps: 1e-10,
             maximize: false,
+            grad_scale: 1.0,
         },
     );
     bench_kernel(
@@ -141,6 +144,7 @@ fn kernels(c: &mut Criterion) {
             momentum: 0.0,
             centered: false,
             maximize: false,
+            grad_scale: 1.0,
         },
     );
     bench_kernel(
@@ -152,6 +156,7 @@ fn kernels(c: &mut Criterion) {
             eps: 1e-6,
             weight_decay: 0.0,
             maximize: false,
+            grad_scale: 1.0,
         },
     );
     bench_kernel(
@@ -164,6 +169,7 @@ fn kernels(c: &mut Criterion) {
             eps: 1e-8,
             weight_decay: 0.0,
             maximize: false,
+            grad_scale: 1.0,
         },
     );
     bench_kernel(
@@ -178,6 +184,7 @@ fn kernels(c: &mut Criterion) {
             momentum_decay: 4e-3,
             decoupled_weight_decay: false,
             maximize: false,
+            grad_scale: 1.0,
             mu_product: 1.0,
         },
     );
@@ -192,6 +199,7 @@ fn kernels(c: &mut Criterion) {
             weight_decay: 0.0,
             decoupled_weight_decay: false,
             maximize: false,
+            grad_scale: 1.0,
         },
     );
 }

@@ -88,3 +88,17 @@ pub(crate) fn unit_interval_closed(name: &'static str, value: f64) -> Result<(),
         })
     }
 }
+
+/// Checks a gradient factor: `>= 0` and finite, or NaN (a clipping factor from a NaN norm, which
+/// PyTorch also multiplies in).
+pub(crate) fn grad_scale(value: f64) -> Result<(), Error> {
+    if value.is_nan() || (value.is_finite() && value >= 0.0) {
+        Ok(())
+    } else {
+        Err(Error::Hyperparameter {
+            name: "grad_scale",
+            value,
+            expected: "finite and >= 0 (or NaN)",
+        })
+    }
+}

@@ -470,7 +470,7 @@ fn run_typed<'py, O: Optimizer, T: Real + Element>(
 /// SGD update in place (`torch.optim.SGD` semantics); see `lrfast.sgd_step`.
 #[pyfunction]
 #[pyo3(signature = (param, grad, momentum_buffer=None, *, step, lr, momentum=0.0, dampening=0.0,
-                    nesterov=false, weight_decay=0.0, maximize=false))]
+                    nesterov=false, weight_decay=0.0, maximize=false, grad_scale=1.0))]
 #[allow(clippy::too_many_arguments)]
 fn sgd_step(
     py: Python<'_>,
@@ -484,6 +484,7 @@ fn sgd_step(
     nesterov: bool,
     weight_decay: f64,
     maximize: bool,
+    grad_scale: f64,
 ) -> PyResult<()> {
     let optimizer = Sgd {
         lr,
@@ -492,6 +493,7 @@ fn sgd_step(
         nesterov,
         weight_decay,
         maximize,
+        grad_scale,
     };
     run(py, &optimizer, step, param, grad, &[momentum_buffer])
 }
@@ -499,7 +501,7 @@ fn sgd_step(
 /// Adagrad update in place (`torch.optim.Adagrad` semantics); see `lrfast.adagrad_step`.
 #[pyfunction]
 #[pyo3(signature = (param, grad, state_sum, *, step, lr=0.01, lr_decay=0.0, weight_decay=0.0,
-                    eps=1e-10, maximize=false))]
+                    eps=1e-10, maximize=false, grad_scale=1.0))]
 #[allow(clippy::too_many_arguments)]
 fn adagrad_step(
     py: Python<'_>,
@@ -512,6 +514,7 @@ fn adagrad_step(
     weight_decay: f64,
     eps: f64,
     maximize: bool,
+    grad_scale: f64,
 ) -> PyResult<()> {
     let optimizer = Adagrad {
         lr,
@@ -519,6 +522,7 @@ fn adagrad_step(
         weight_decay,
         eps,
         maximize,
+        grad_scale,
     };
     run(py, &optimizer, step, param, grad, &[Some(state_sum)])
 }
@@ -527,7 +531,7 @@ fn adagrad_step(
 #[pyfunction]
 #[pyo3(signature = (param, grad, square_avg, momentum_buffer=None, grad_avg=None, *, step,
                     lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=false,
-                    maximize=false))]
+                    maximize=false, grad_scale=1.0))]
 #[allow(clippy::too_many_arguments)]
 fn rmsprop_step(
     py: Python<'_>,
@@ -544,6 +548,7 @@ fn rmsprop_step(
     momentum: f64,
     centered: bool,
     maximize: bool,
+    grad_scale: f64,
 ) -> PyResult<()> {
     let optimizer = RMSprop {
         lr,
@@ -553,6 +558,7 @@ fn rmsprop_step(
         momentum,
         centered,
         maximize,
+        grad_scale,
     };
     let states = [Some(square_avg), momentum_buffer, grad_avg];
     run(py, &optimizer, step, param, grad, &states)
@@ -561,7 +567,7 @@ fn rmsprop_step(
 /// Adadelta update in place (`torch.optim.Adadelta` semantics); see `lrfast.adadelta_step`.
 #[pyfunction]
 #[pyo3(signature = (param, grad, square_avg, acc_delta, *, step, lr=1.0, rho=0.9, eps=1e-6,
-                    weight_decay=0.0, maximize=false))]
+                    weight_decay=0.0, maximize=false, grad_scale=1.0))]
 #[allow(clippy::too_many_arguments)]
 fn adadelta_step(
     py: Python<'_>,
@@ -575,6 +581,7 @@ fn adadelta_step(
     eps: f64,
     weight_decay: f64,
     maximize: bool,
+    grad_scale: f64,
 ) -> PyResult<()> {
     let optimizer = Adadelta {
         lr,
@@ -582,6 +589,7 @@ fn adadelta_step(
         eps,
         weight_decay,
         maximize,
+        grad_scale,
     };
     let states = [Some(square_avg), Some(acc_delta)];
     run(py, &optimizer, step, param, grad, &states)
@@ -603,6 +611,7 @@ fn adam_like(
     weight_decay: f64,
     amsgrad: bool,
     maximize: bool,
+    grad_scale: f64,
 ) -> PyResult<()> {
     let optimizer = Adam {
         lr,
@@ -612,6 +621,7 @@ fn adam_like(
         weight_decay,
         amsgrad,
         maximize,
+        grad_scale,
         decoupled,
     };
     let states = [Some(exp_avg), Some(exp_avg_sq), max_exp_avg_sq];
@@ -621,7 +631,7 @@ fn adam_like(
 /// Adam update in place (`torch.optim.Adam` semantics); see `lrfast.adam_step`.
 #[pyfunction]
 #[pyo3(signature = (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=1e-3,
-                    betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=false, maximize=false))]
+                    betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=false, maximize=false, grad_scale=1.0))]
 #[allow(clippy::too_many_arguments)]
 fn adam_step(
     py: Python<'_>,
@@ -637,6 +647,7 @@ fn adam_step(
     weight_decay: f64,
     amsgrad: bool,
     maximize: bool,
+    grad_scale: f64,
 ) -> PyResult<()> {
     adam_like(
         py,
@@ -653,13 +664,14 @@ fn adam_step(
         weight_decay,
         amsgrad,
         maximize,
+        grad_scale,
     )
 }
 
 /// AdamW update in place (`torch.optim.AdamW` semantics); see `lrfast.adamw_step`.
 #[pyfunction]
 #[pyo3(signature = (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=1e-3,
-                    betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, amsgrad=false, maximize=false))]
+                    betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, amsgrad=false, maximize=false, grad_scale=1.0))]
 #[allow(clippy::too_many_arguments)]
 fn adamw_step(
     py: Python<'_>,
@@ -675,6 +687,7 @@ fn adamw_step(
     weight_decay: f64,
     amsgrad: bool,
     maximize: bool,
+    grad_scale: f64,
 ) -> PyResult<()> {
     adam_like(
         py,
@@ -691,13 +704,14 @@ fn adamw_step(
         weight_decay,
         amsgrad,
         maximize,
+        grad_scale,
     )
 }
 
 /// Adamax update in place (`torch.optim.Adamax` semantics); see `lrfast.adamax_step`.
 #[pyfunction]
 #[pyo3(signature = (param, grad, exp_avg, exp_inf, *, step, lr=2e-3, betas=(0.9, 0.999),
-                    eps=1e-8, weight_decay=0.0, maximize=false))]
+                    eps=1e-8, weight_decay=0.0, maximize=false, grad_scale=1.0))]
 #[allow(clippy::too_many_arguments)]
 fn adamax_step(
     py: Python<'_>,
@@ -711,6 +725,7 @@ fn adamax_step(
     eps: f64,
     weight_decay: f64,
     maximize: bool,
+    grad_scale: f64,
 ) -> PyResult<()> {
     let optimizer = Adamax {
         lr,
@@ -719,6 +734,7 @@ fn adamax_step(
         eps,
         weight_decay,
         maximize,
+        grad_scale,
     };
     let states = [Some(exp_avg), Some(exp_inf)];
     run(py, &optimizer, step, param, grad, &states)
@@ -728,7 +744,7 @@ fn adamax_step(
 #[pyfunction]
 #[pyo3(signature = (param, grad, exp_avg, exp_avg_sq, *, step, lr=2e-3, betas=(0.9, 0.999),
                     eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
-                    decoupled_weight_decay=false, maximize=false, mu_product=None))]
+                    decoupled_weight_decay=false, maximize=false, mu_product=None, grad_scale=1.0))]
 #[allow(clippy::too_many_arguments)]
 fn nadam_step(
     py: Python<'_>,
@@ -745,6 +761,7 @@ fn nadam_step(
     decoupled_weight_decay: bool,
     maximize: bool,
     mu_product: Option<f64>,
+    grad_scale: f64,
 ) -> PyResult<f64> {
     let mut optimizer = NAdam {
         lr,
@@ -755,6 +772,7 @@ fn nadam_step(
         momentum_decay,
         decoupled_weight_decay,
         maximize,
+        grad_scale,
         mu_product: mu_product.unwrap_or(1.0),
     };
     let update = parse_step(step)?;
@@ -770,7 +788,7 @@ fn nadam_step(
 /// RAdam update in place (`torch.optim.RAdam` semantics); see `lrfast.radam_step`.
 #[pyfunction]
 #[pyo3(signature = (param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.999),
-                    eps=1e-8, weight_decay=0.0, decoupled_weight_decay=false, maximize=false))]
+                    eps=1e-8, weight_decay=0.0, decoupled_weight_decay=false, maximize=false, grad_scale=1.0))]
 #[allow(clippy::too_many_arguments)]
 fn radam_step(
     py: Python<'_>,
@@ -785,6 +803,7 @@ fn radam_step(
     weight_decay: f64,
     decoupled_weight_decay: bool,
     maximize: bool,
+    grad_scale: f64,
 ) -> PyResult<()> {
     let optimizer = RAdam {
         lr,
@@ -794,23 +813,19 @@ fn radam_step(
         weight_decay,
         decoupled_weight_decay,
         maximize,
+        grad_scale,
     };
     let states = [Some(exp_avg), Some(exp_avg_sq)];
     run(py, &optimizer, step, param, grad, &states)
 }
 
-/// Gathers `grads` (one array or a list) as writeable, contiguous, non-overlapping arrays of
-/// one float dtype, not in use by another call, and runs `work` on their slices (without the GIL
-/// when they are large).
-fn with_grads<R: Send>(
-    py: Python<'_>,
-    grads: &Bound<'_, PyAny>,
-    work_f32: impl FnOnce(&mut [&mut [f32]]) -> PyResult<R> + Send,
-    work_f64: impl FnOnce(&mut [&mut [f64]]) -> PyResult<R> + Send,
-) -> PyResult<R> {
-    let objects = as_sequence(grads).unwrap_or_else(|| vec![grads.clone()]);
-    let many = as_sequence(grads).is_some();
-    let args = objects
+/// `grads` (one array or a list) as named array arguments.
+fn grads_args<'py>(grads: &Bound<'py, PyAny>) -> PyResult<Vec<ArrayArg<'py>>> {
+    let (objects, many) = match as_sequence(grads) {
+        Some(objects) => (objects, true),
+        None => (vec![grads.clone()], false),
+    };
+    objects
         .iter()
         .enumerate()
         .map(|(i, object)| {
@@ -823,7 +838,80 @@ fn with_grads<R: Send>(
                 object,
             )
         })
-        .collect::<PyResult<Vec<_>>>()?;
+        .collect()
+}
+
+/// The global `norm_type`-norm of `grads` (one array or a list), which are only read: what
+/// `clip_grad_norm` computes, for clipping fused into an update with `grad_scale`.
+#[pyfunction]
+#[pyo3(signature = (grads, norm_type=2.0))]
+fn grad_norm(py: Python<'_>, grads: &Bound<'_, PyAny>, norm_type: f64) -> PyResult<f64> {
+    check_norm_type(norm_type)?;
+    let args = grads_args(grads)?;
+    let Some(first) = args.first() else {
+        return Ok(0.0);
+    };
+    match dtype_of(py, first)? {
+        DType::F32 => norm_typed::<f32>(&args, norm_type),
+        DType::F64 => norm_typed::<f64>(&args, norm_type),
+    }
+}
+
+fn norm_typed<T: Real + Element>(args: &[ArrayArg<'_>], norm_type: f64) -> PyResult<f64> {
+    let mut arrays = Vec::with_capacity(args.len());
+    for arg in args {
+        // The arrays of a list differ in shape; dtype and layout must agree.
+        if !arg.array.dtype().is_equiv_to(&args[0].array.dtype()) {
+            return Err(PyTypeError::new_err(format!(
+                "{} has dtype {} but {} has dtype {}",
+                arg.name,
+                arg.array.dtype(),
+                args[0].name,
+                args[0].array.dtype()
+            )));
+        }
+        check_layout(arg)?;
+        arrays.push((arg.name, arg.array.cast::<PyArrayDyn<T>>()?.clone()));
+    }
+    let ranges: Vec<InFlight> = arrays
+        .iter()
+        .filter(|(_, a)| a.len() > 0)
+        .map(|(name, array)| InFlight {
+            start: array.data() as usize,
+            end: array.data() as usize + array.len() * std::mem::size_of::<T>(),
+            writes: false,
+            name: *name,
+        })
+        .collect();
+    in_flight::check(&ranges)?;
+    let mut slices = Vec::with_capacity(arrays.len());
+    for (_, array) in arrays.iter().filter(|(_, a)| a.len() > 0) {
+        // SAFETY: contiguous, aligned, of dtype `T`, only read, and no lrfast call is writing
+        // them (checked above; the GIL is held throughout, so none can start).
+        slices.push(unsafe { array.as_slice() }.map_err(not_contiguous)?);
+    }
+    Ok(clip::total_norm(&slices, norm_type))
+}
+
+fn check_norm_type(norm_type: f64) -> PyResult<()> {
+    if norm_type.is_nan() || norm_type <= 0.0 {
+        return Err(PyValueError::new_err(format!(
+            "norm_type must be > 0 (or inf), got {norm_type}"
+        )));
+    }
+    Ok(())
+}
+
+/// Gathers `grads` (one array or a list) as writeable, contiguous, non-overlapping arrays of
+/// one float dtype, not in use by another call, and runs `work` on their slices (without the GIL
+/// when they are large).
+fn with_grads<R: Send>(
+    py: Python<'_>,
+    grads: &Bound<'_, PyAny>,
+    work_f32: impl FnOnce(&mut [&mut [f32]]) -> PyResult<R> + Send,
+    work_f64: impl FnOnce(&mut [&mut [f64]]) -> PyResult<R> + Send,
+) -> PyResult<R> {
+    let args = grads_args(grads)?;
     let Some(first) = args.first() else {
         return work_f32(&mut []);
     };
@@ -908,11 +996,7 @@ fn clip_grad_norm(
             "max_norm must be finite and >= 0, got {max_norm}"
         )));
     }
-    if norm_type.is_nan() || norm_type <= 0.0 {
-        return Err(PyValueError::new_err(format!(
-            "norm_type must be > 0 (or inf), got {norm_type}"
-        )));
-    }
+    check_norm_type(norm_type)?;
     fn clip<T: Real>(
         grads: &mut [&mut [T]],
         max_norm: f64,
@@ -1044,6 +1128,7 @@ fn _lrfast(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(_memory_floor_step, module)?)?;
     module.add_function(wrap_pyfunction!(clip_grad_norm, module)?)?;
     module.add_function(wrap_pyfunction!(clip_grad_value, module)?)?;
+    module.add_function(wrap_pyfunction!(grad_norm, module)?)?;
     module.add_function(wrap_pyfunction!(_set_simd_level, module)?)?;
     Ok(())
 }

@@ -15,6 +15,8 @@ small = st.floats(0.0, 0.1)
 lr = st.floats(1e-6, 1.0)
 eps = st.sampled_from([0.0, 1e-10, 1e-8, 1e-6, 1e-3])
 flag = st.booleans()
+# The fused gradient factor (clipping): mostly 1, sometimes a real scale.
+scale = st.sampled_from([1.0, 1.0, 0.5, 1e-3])
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,7 @@ adam_hyper = {
     "weight_decay": small,
     "amsgrad": flag,
     "maximize": flag,
+    "grad_scale": scale,
 }
 
 KERNELS = [
@@ -73,6 +76,7 @@ KERNELS = [
             "nesterov": flag,
             "weight_decay": small,
             "maximize": flag,
+            "grad_scale": scale,
         },
         lambda h: ("momentum_buffer",) if h["momentum"] else (),
     ),
@@ -81,7 +85,14 @@ KERNELS = [
         lrfast.adagrad_step,
         ref.adagrad_step,
         ("state_sum",),
-        {"lr": lr, "lr_decay": small, "weight_decay": small, "eps": eps, "maximize": flag},
+        {
+            "lr": lr,
+            "lr_decay": small,
+            "weight_decay": small,
+            "eps": eps,
+            "maximize": flag,
+            "grad_scale": scale,
+        },
         _all(("state_sum",)),
     ),
     Kernel(
@@ -97,6 +108,7 @@ KERNELS = [
             "momentum": st.sampled_from([0.0, 0.9]),
             "centered": flag,
             "maximize": flag,
+            "grad_scale": scale,
         },
         _rmsprop_needs,
     ),
@@ -111,6 +123,7 @@ KERNELS = [
             "eps": st.sampled_from([1e-8, 1e-6, 1e-3]),
             "weight_decay": small,
             "maximize": flag,
+            "grad_scale": scale,
         },
         _all(("square_avg", "acc_delta")),
     ),
@@ -141,6 +154,7 @@ KERNELS = [
             "eps": st.sampled_from([1e-8, 1e-6, 1e-3]),
             "weight_decay": small,
             "maximize": flag,
+            "grad_scale": scale,
         },
         _all(("exp_avg", "exp_inf")),
     ),
@@ -157,6 +171,7 @@ KERNELS = [
             "momentum_decay": st.floats(0.0, 0.01),
             "decoupled_weight_decay": flag,
             "maximize": flag,
+            "grad_scale": scale,
         },
         _all(("exp_avg", "exp_avg_sq")),
     ),
@@ -172,6 +187,7 @@ KERNELS = [
             "weight_decay": small,
             "decoupled_weight_decay": flag,
             "maximize": flag,
+            "grad_scale": scale,
         },
         _all(("exp_avg", "exp_avg_sq")),
     ),

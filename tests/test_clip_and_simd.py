@@ -105,3 +105,37 @@ def test_every_simd_level_gives_the_same_bits(kernel: Kernel, dtype: type) -> No
         _lrfast._set_simd_level(best)
     assert lrfast.simd_level() == best
     assert all(r[1] == results[0][1] for r in results), [r[0] for r in results]
+
+
+@pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: k.name)
+def test_fused_grad_scale_equals_clipping_then_updating(kernel: Kernel) -> None:
+    rng = np.random.default_rng(3)
+    hyper = DEFAULTS[kernel.name]
+    needs = kernel.needs({"momentum": 0.0, "centered": False, "amsgrad": False, **hyper})
+    p0 = rng.standard_normal(301).astype(np.float32)
+    fused_p, clipped_p = p0.copy(), p0.copy()
+    fused_s = {n: np.zeros_like(p0) for n in needs}
+    clipped_s = {n: np.zeros_like(p0) for n in needs}
+    for t in (1, 2, 3):
+        g = (rng.standard_normal(301) * 10).astype(np.float32)
+        g.flags.writeable = False  # the fused path only reads the gradient
+        norm = lrfast.grad_norm(g)
+        scale = min(1.0, 2.0 / (norm + 1e-6))
+        kernel.fast(fused_p, g, **fused_s, step=t, grad_scale=scale, **hyper)
+        g_copy = g.copy()
+        assert lrfast.clip_grad_norm(g_copy, 2.0) == norm
+        kernel.fast(clipped_p, g_copy, **clipped_s, step=t, **hyper)
+    assert fused_p.tobytes() == clipped_p.tobytes()
+
+
+def test_grad_norm_reads_only_and_checks_its_input() -> None:
+    gs = grads()
+    for g in gs:
+        g.flags.writeable = False
+    assert lrfast.grad_norm(gs) == lrfast.clip_grad_norm([g.copy() for g in gs], 1e300)
+    with pytest.raises(TypeError, match=r"grads\[1\]"):
+        lrfast.grad_norm([gs[0], gs[1].astype(np.float64)])
+    with pytest.raises(ValueError, match="norm_type"):
+        lrfast.grad_norm(gs, norm_type=-1.0)
+    with pytest.raises(ValueError, match="grad_scale"):
+        lrfast.sgd_step(np.zeros(3), np.zeros(3), step=1, lr=0.1, grad_scale=-1.0)

@@ -1,5 +1,10 @@
 """Type stubs for lrfast's compiled extension. Every ``*_step`` updates its arrays in place.
 
+Every kernel also takes ``grad_scale`` (default 1): a factor fused into the update,
+``g ← grad_scale·g`` before anything else, which clips gradients to a global norm without
+writing them (see ``grad_norm``); the result is bit-identical to clipping in place and then
+updating.
+
 All arrays of one call share shape and dtype (float32 or float64) and are C-contiguous; every
 array but ``grad`` must be writeable, and no two may share memory. ``step`` is the 1-based number
 of this update. Bad input raises ``TypeError`` / ``ValueError`` naming the argument, before any
@@ -30,6 +35,7 @@ __all__ = [
     "get_num_threads",
     "clip_grad_norm",
     "clip_grad_value",
+    "grad_norm",
     "_memory_floor_step",
     "_set_simd_level",
 ]
@@ -46,6 +52,7 @@ def sgd_step(
     nesterov: bool = False,
     weight_decay: float = 0.0,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None:
     """SGD: ``b ← g`` (t = 1) or ``μ·b + (1 − dampening)·g``; ``d = g + μ·b`` (Nesterov) or
     ``b``; ``p ← p − lr·d``. ``momentum_buffer`` is required when ``momentum > 0``."""
@@ -61,6 +68,7 @@ def adagrad_step(
     weight_decay: float = 0.0,
     eps: float = 1e-10,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None:
     """Adagrad: ``clr = lr/(1 + (t − 1)·lr_decay)``, ``s ← s + g²``,
     ``p ← p − clr·g/(√s + eps)``."""
@@ -80,6 +88,7 @@ def rmsprop_step(
     momentum: float = 0.0,
     centered: bool = False,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None:
     """RMSprop: ``v ← α·v + (1 − α)·g²``; centered ``a ← α·a + (1 − α)·g``, ``den = √(v − a²) +
     eps`` else ``√v + eps``; momentum ``b ← μ·b + g/den``, ``p ← p − lr·b``; else
@@ -97,6 +106,7 @@ def adadelta_step(
     eps: float = 1e-6,
     weight_decay: float = 0.0,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None:
     """Adadelta: ``v ← ρ·v + (1 − ρ)·g²``, ``Δ = √(u + eps)/√(v + eps)·g``,
     ``u ← ρ·u + (1 − ρ)·Δ²``, ``p ← p − lr·Δ``."""
@@ -115,6 +125,7 @@ def adam_step(
     weight_decay: float = 0.0,
     amsgrad: bool = False,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None:
     """Adam: ``m ← β1·m + (1 − β1)·g``, ``v ← β2·v + (1 − β2)·g²``,
     ``p ← p − (lr/bc1)·m/(√v/√bc2 + eps)`` with ``bc_i = 1 − β_i^t``. ``amsgrad`` uses
@@ -136,6 +147,7 @@ def adamw_step(
     weight_decay: float = 0.01,
     amsgrad: bool = False,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None:
     """AdamW: ``p ← p·(1 − lr·weight_decay)``, then Adam's update without an L2 term."""
 
@@ -151,6 +163,7 @@ def adamax_step(
     eps: float = 1e-8,
     weight_decay: float = 0.0,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None:
     """Adamax: ``m ← β1·m + (1 − β1)·g``, ``u ← max(β2·u, |g| + eps)`` (NaN kept),
     ``p ← p − (lr/(1 − β1^t))·m/u``."""
@@ -170,6 +183,7 @@ def nadam_step(
     decoupled_weight_decay: bool = False,
     maximize: bool = False,
     mu_product: Optional[float] = None,
+    grad_scale: float = 1.0,
 ) -> float:
     """NAdam (PyTorch's). ``mu_product`` is the product of the momentum coefficients of the
     updates before this one (computed from scratch when None); returns it after this update,
@@ -188,6 +202,7 @@ def radam_step(
     weight_decay: float = 0.0,
     decoupled_weight_decay: bool = False,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None:
     """RAdam: Adam's moments with the variance rectification of Liu et al. (2020)."""
 
@@ -215,3 +230,8 @@ def clip_grad_norm(
 
 def clip_grad_value(grads: _Array, clip_value: float) -> None:
     """Clamps every element of ``grads`` to ``[-clip_value, clip_value]`` in place (NaN kept)."""
+
+def grad_norm(grads: _Array, norm_type: float = 2.0) -> float:
+    """The global ``norm_type``-norm of ``grads`` (only read), as ``clip_grad_norm`` computes
+    it: in float64, the same with any thread count. With ``max_norm``,
+    ``grad_scale = min(1, max_norm / (norm + 1e-6))`` fuses the clipping into a kernel."""

@@ -16,7 +16,7 @@ from typing import Any, Callable, ClassVar, Optional, Union
 import numpy as np
 
 from . import _lrfast
-from ._lrfast import clip_grad_norm
+from ._lrfast import grad_norm
 
 __all__ = [
     "state_like",
@@ -162,15 +162,19 @@ class Optimizer:
         """Applies one update to every parameter, in place.
 
         ``grads`` matches ``params`` in count, shape and dtype; it is checked as a whole before
-        any parameter changes. With ``max_grad_norm``, the gradients are first clipped in place
-        to that global norm (``clip_grad_norm``; the norm before clipping is kept in
-        ``last_grad_norm``), as ``torch.nn.utils.clip_grad_norm_`` followed by ``step()`` does.
+        any parameter changes. With ``max_grad_norm``, the update uses the gradients clipped to
+        that global norm, fused into the kernels (``grad_scale``) so the gradients themselves are
+        not written; the parameters come out bit-identical to ``clip_grad_norm`` followed by a
+        step (as ``torch.nn.utils.clip_grad_norm_`` then ``step()``). The norm before clipping is
+        kept in ``last_grad_norm``.
         """
         grads = self._check_grads(grads)
+        grad_scale = 1.0
         if self.max_grad_norm is not None:
-            self.last_grad_norm = clip_grad_norm(
-                grads, self.max_grad_norm, norm_type=self.grad_norm_type
-            )
+            norm = grad_norm(grads, norm_type=self.grad_norm_type)
+            self.last_grad_norm = norm
+            coefficient = self.max_grad_norm / (norm + 1e-6)
+            grad_scale = 1.0 if coefficient > 1.0 else coefficient  # NaN stays NaN, as in torch
         names = self._state_names()
         for p, s in zip(self.params, self.state):
             for name in names:
@@ -186,6 +190,7 @@ class Optimizer:
                 [grads[i] for i in group],
                 **{n: [self.state[i][n] for i in group] for n in names},
                 step=step,
+                grad_scale=grad_scale,
                 **kwargs,
             )
         self.step_count = step

@@ -31,10 +31,11 @@ __all__ = [
 
 
 def _effective_grad(
-    param: np.ndarray, grad: np.ndarray, weight_decay: float, maximize: bool
+    param: np.ndarray, grad: np.ndarray, weight_decay: float, maximize: bool, grad_scale: float
 ) -> np.ndarray:
-    """The gradient an update uses: negated to maximize, plus L2 weight decay."""
-    g = -grad if maximize else grad.copy()
+    """The gradient an update uses: scaled by ``grad_scale`` (clipping), negated to maximize,
+    plus L2 weight decay."""
+    g = grad * (-grad_scale if maximize else grad_scale)
     if weight_decay != 0:
         g = g + weight_decay * param
     return g
@@ -52,8 +53,9 @@ def sgd_step(
     nesterov: bool = False,
     weight_decay: float = 0.0,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None:
-    g = _effective_grad(param, grad, weight_decay, maximize)
+    g = _effective_grad(param, grad, weight_decay, maximize, grad_scale)
     if momentum != 0:
         assert momentum_buffer is not None
         if step == 1:
@@ -77,8 +79,9 @@ def adagrad_step(
     weight_decay: float = 0.0,
     eps: float = 1e-10,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None:
-    g = _effective_grad(param, grad, weight_decay, maximize)
+    g = _effective_grad(param, grad, weight_decay, maximize, grad_scale)
     clr = lr / (1 + (step - 1) * lr_decay)
     state_sum[...] = state_sum + g * g
     param[...] = param - clr * g / (np.sqrt(state_sum) + eps)
@@ -99,8 +102,9 @@ def rmsprop_step(
     momentum: float = 0.0,
     centered: bool = False,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None:
-    g = _effective_grad(param, grad, weight_decay, maximize)
+    g = _effective_grad(param, grad, weight_decay, maximize, grad_scale)
     square_avg[...] = alpha * square_avg + (1 - alpha) * g * g
     if centered:
         assert grad_avg is not None
@@ -128,8 +132,9 @@ def adadelta_step(
     eps: float = 1e-6,
     weight_decay: float = 0.0,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None:
-    g = _effective_grad(param, grad, weight_decay, maximize)
+    g = _effective_grad(param, grad, weight_decay, maximize, grad_scale)
     square_avg[...] = rho * square_avg + (1 - rho) * g * g
     delta = np.sqrt(acc_delta + eps) / np.sqrt(square_avg + eps) * g
     acc_delta[...] = rho * acc_delta + (1 - rho) * delta * delta
@@ -151,13 +156,14 @@ def _adam(
     amsgrad: bool,
     maximize: bool,
     decoupled: bool,
+    grad_scale: float,
 ) -> None:
     beta1, beta2 = betas
     if decoupled:
         param[...] = param * (1 - lr * weight_decay)
-        g = _effective_grad(param, grad, 0.0, maximize)
+        g = _effective_grad(param, grad, 0.0, maximize, grad_scale)
     else:
-        g = _effective_grad(param, grad, weight_decay, maximize)
+        g = _effective_grad(param, grad, weight_decay, maximize, grad_scale)
     exp_avg[...] = beta1 * exp_avg + (1 - beta1) * g
     exp_avg_sq[...] = beta2 * exp_avg_sq + (1 - beta2) * g * g
     bias_correction1 = 1 - beta1**step
@@ -185,6 +191,7 @@ def adam_step(
     weight_decay: float = 0.0,
     amsgrad: bool = False,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None:
     _adam(
         param,
@@ -200,6 +207,7 @@ def adam_step(
         amsgrad=amsgrad,
         maximize=maximize,
         decoupled=False,
+        grad_scale=grad_scale,
     )
 
 
@@ -217,6 +225,7 @@ def adamw_step(
     weight_decay: float = 0.01,
     amsgrad: bool = False,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None:
     _adam(
         param,
@@ -232,6 +241,7 @@ def adamw_step(
         amsgrad=amsgrad,
         maximize=maximize,
         decoupled=True,
+        grad_scale=grad_scale,
     )
 
 
@@ -247,9 +257,10 @@ def adamax_step(
     eps: float = 1e-8,
     weight_decay: float = 0.0,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None:
     beta1, beta2 = betas
-    g = _effective_grad(param, grad, weight_decay, maximize)
+    g = _effective_grad(param, grad, weight_decay, maximize, grad_scale)
     exp_avg[...] = beta1 * exp_avg + (1 - beta1) * g
     exp_inf[...] = np.maximum(beta2 * exp_inf, np.abs(g) + eps)  # NaN-propagating
     param[...] = param - (lr / (1 - beta1**step)) * exp_avg / exp_inf
@@ -274,6 +285,7 @@ def nadam_step(
     momentum_decay: float = 4e-3,
     decoupled_weight_decay: bool = False,
     maximize: bool = False,
+    grad_scale: float = 1.0,
     mu_product: Optional[float] = None,
 ) -> float:
     beta1, beta2 = betas
@@ -285,9 +297,9 @@ def nadam_step(
                 break
     if decoupled_weight_decay:
         param[...] = param * (1 - lr * weight_decay)
-        g = _effective_grad(param, grad, 0.0, maximize)
+        g = _effective_grad(param, grad, 0.0, maximize, grad_scale)
     else:
-        g = _effective_grad(param, grad, weight_decay, maximize)
+        g = _effective_grad(param, grad, weight_decay, maximize, grad_scale)
     mu = nadam_mu(step, beta1, momentum_decay)
     mu_next = nadam_mu(step + 1, beta1, momentum_decay)
     mu_product = mu_product * mu
@@ -312,13 +324,14 @@ def radam_step(
     weight_decay: float = 0.0,
     decoupled_weight_decay: bool = False,
     maximize: bool = False,
+    grad_scale: float = 1.0,
 ) -> None:
     beta1, beta2 = betas
     if decoupled_weight_decay:
         param[...] = param * (1 - lr * weight_decay)
-        g = _effective_grad(param, grad, 0.0, maximize)
+        g = _effective_grad(param, grad, 0.0, maximize, grad_scale)
     else:
-        g = _effective_grad(param, grad, weight_decay, maximize)
+        g = _effective_grad(param, grad, weight_decay, maximize, grad_scale)
     exp_avg[...] = beta1 * exp_avg + (1 - beta1) * g
     exp_avg_sq[...] = beta2 * exp_avg_sq + (1 - beta2) * g * g
     bias_correction2 = 1 - beta2**step

@@ -1,5 +1,5 @@
 use super::{direction, effective_grad, Optimizer};
-use crate::error::{non_negative, unit_interval_closed, Error};
+use crate::error::{grad_scale, non_negative, unit_interval_closed, Error};
 use crate::parallel::Lanes;
 use crate::real::Real;
 
@@ -12,6 +12,9 @@ pub struct Adadelta {
     pub eps: f64,
     pub weight_decay: f64,
     pub maximize: bool,
+    /// A factor on the gradient, fused into the update (1 for none): clipping to a global
+    /// norm without writing the gradients.
+    pub grad_scale: f64,
 }
 
 impl Optimizer for Adadelta {
@@ -26,6 +29,7 @@ impl Optimizer for Adadelta {
     }
 
     fn validate(&self) -> Result<(), Error> {
+        grad_scale(self.grad_scale)?;
         non_negative("lr", self.lr)?;
         unit_interval_closed("rho", self.rho)?;
         non_negative("eps", self.eps)?;
@@ -60,7 +64,7 @@ impl Adadelta {
         let rho = T::from_f64(self.rho);
         let one_minus_rho = T::from_f64(1.0 - self.rho);
         let eps = T::from_f64(self.eps);
-        let sign = T::from_f64(direction(self.maximize));
+        let sign = T::from_f64(direction(self.maximize, self.grad_scale));
         let weight_decay = T::from_f64(self.weight_decay);
         for i in 0..n {
             let g = effective_grad::<T, L2>(grad[i], param[i], sign, weight_decay);

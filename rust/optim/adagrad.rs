@@ -1,5 +1,5 @@
 use super::{direction, effective_grad, Optimizer};
-use crate::error::{non_negative, Error};
+use crate::error::{grad_scale, non_negative, Error};
 use crate::parallel::Lanes;
 use crate::real::Real;
 
@@ -12,6 +12,9 @@ pub struct Adagrad {
     pub weight_decay: f64,
     pub eps: f64,
     pub maximize: bool,
+    /// A factor on the gradient, fused into the update (1 for none): clipping to a global
+    /// norm without writing the gradients.
+    pub grad_scale: f64,
 }
 
 pub struct AdagradScalars {
@@ -32,6 +35,7 @@ impl Optimizer for Adagrad {
     }
 
     fn validate(&self) -> Result<(), Error> {
+        grad_scale(self.grad_scale)?;
         non_negative("lr", self.lr)?;
         non_negative("lr_decay", self.lr_decay)?;
         non_negative("weight_decay", self.weight_decay)?;
@@ -42,7 +46,7 @@ impl Optimizer for Adagrad {
         AdagradScalars {
             clr: self.lr / (1.0 + (step - 1) as f64 * self.lr_decay),
             weight_decay: self.weight_decay,
-            sign: direction(self.maximize),
+            sign: direction(self.maximize, self.grad_scale),
         }
     }
 

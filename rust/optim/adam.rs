@@ -1,5 +1,5 @@
 use super::{bias_correction, direction, effective_grad, Optimizer};
-use crate::error::{non_negative, unit_interval_open, Error};
+use crate::error::{grad_scale, non_negative, unit_interval_open, Error};
 use crate::parallel::Lanes;
 use crate::real::{max_keep_nan, Real};
 
@@ -18,6 +18,9 @@ pub struct Adam {
     pub weight_decay: f64,
     pub amsgrad: bool,
     pub maximize: bool,
+    /// A factor on the gradient, fused into the update (1 for none): clipping to a global
+    /// norm without writing the gradients.
+    pub grad_scale: f64,
     /// AdamW's decoupled weight decay.
     pub decoupled: bool,
 }
@@ -46,6 +49,7 @@ impl Optimizer for Adam {
     }
 
     fn validate(&self) -> Result<(), Error> {
+        grad_scale(self.grad_scale)?;
         non_negative("lr", self.lr)?;
         unit_interval_open("betas[0]", self.beta1)?;
         unit_interval_open("betas[1]", self.beta2)?;
@@ -64,7 +68,7 @@ impl Optimizer for Adam {
             bias_correction2_sqrt: bias_correction(self.beta2, step).sqrt(),
             l2,
             shrink,
-            sign: direction(self.maximize),
+            sign: direction(self.maximize, self.grad_scale),
         }
     }
 

@@ -1,5 +1,5 @@
 use super::{bias_correction, direction, effective_grad, Optimizer};
-use crate::error::{non_negative, unit_interval_open, Error};
+use crate::error::{grad_scale, non_negative, unit_interval_open, Error};
 use crate::parallel::Lanes;
 use crate::real::{max_keep_nan, Real};
 
@@ -13,6 +13,9 @@ pub struct Adamax {
     pub eps: f64,
     pub weight_decay: f64,
     pub maximize: bool,
+    /// A factor on the gradient, fused into the update (1 for none): clipping to a global
+    /// norm without writing the gradients.
+    pub grad_scale: f64,
 }
 
 pub struct AdamaxScalars {
@@ -32,6 +35,7 @@ impl Optimizer for Adamax {
     }
 
     fn validate(&self) -> Result<(), Error> {
+        grad_scale(self.grad_scale)?;
         non_negative("lr", self.lr)?;
         unit_interval_open("betas[0]", self.beta1)?;
         unit_interval_open("betas[1]", self.beta2)?;
@@ -42,7 +46,7 @@ impl Optimizer for Adamax {
     fn scalars(&self, step: u64) -> AdamaxScalars {
         AdamaxScalars {
             clr: self.lr / bias_correction(self.beta1, step),
-            sign: direction(self.maximize),
+            sign: direction(self.maximize, self.grad_scale),
         }
     }
 

@@ -164,12 +164,13 @@ unsafe fn update_avx512<O: Optimizer, T: Real>(
     optimizer.update_piece(scalars, lanes)
 }
 
-/// `-1` to maximize (ascend the gradient), `1` to minimize: multiplying by it is exact.
-fn direction(maximize: bool) -> f64 {
+/// The factor on the gradient: `grad_scale`, negated to maximize (ascend the gradient).
+/// Negation is exact, so `g·(−s)` rounds as PyTorch's clip (`g·s`) followed by `−g` does.
+fn direction(maximize: bool, grad_scale: f64) -> f64 {
     if maximize {
-        -1.0
+        -grad_scale
     } else {
-        1.0
+        grad_scale
     }
 }
 

@@ -1,5 +1,5 @@
 use super::{bias_correction, direction, effective_grad, Optimizer};
-use crate::error::{non_negative, unit_interval_open, Error};
+use crate::error::{grad_scale, non_negative, unit_interval_open, Error};
 use crate::parallel::Lanes;
 use crate::real::Real;
 
@@ -17,6 +17,9 @@ pub struct RAdam {
     pub weight_decay: f64,
     pub decoupled_weight_decay: bool,
     pub maximize: bool,
+    /// A factor on the gradient, fused into the update (1 for none): clipping to a global
+    /// norm without writing the gradients.
+    pub grad_scale: f64,
 }
 
 pub struct RAdamScalars {
@@ -41,6 +44,7 @@ impl Optimizer for RAdam {
     }
 
     fn validate(&self) -> Result<(), Error> {
+        grad_scale(self.grad_scale)?;
         non_negative("lr", self.lr)?;
         unit_interval_open("betas[0]", self.beta1)?;
         unit_interval_open("betas[1]", self.beta2)?;
@@ -68,7 +72,7 @@ impl Optimizer for RAdam {
             rect,
             l2,
             shrink,
-            sign: direction(self.maximize),
+            sign: direction(self.maximize, self.grad_scale),
         }
     }
 

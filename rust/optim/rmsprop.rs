@@ -1,5 +1,5 @@
 use super::{direction, effective_grad, Optimizer};
-use crate::error::{non_negative, unit_interval_closed, Error};
+use crate::error::{grad_scale, non_negative, unit_interval_closed, Error};
 use crate::parallel::Lanes;
 use crate::real::Real;
 
@@ -15,6 +15,9 @@ pub struct RMSprop {
     pub momentum: f64,
     pub centered: bool,
     pub maximize: bool,
+    /// A factor on the gradient, fused into the update (1 for none): clipping to a global
+    /// norm without writing the gradients.
+    pub grad_scale: f64,
 }
 
 const SQUARE_AVG: usize = 0;
@@ -38,6 +41,7 @@ impl Optimizer for RMSprop {
     }
 
     fn validate(&self) -> Result<(), Error> {
+        grad_scale(self.grad_scale)?;
         non_negative("lr", self.lr)?;
         unit_interval_closed("alpha", self.alpha)?;
         non_negative("eps", self.eps)?;
@@ -74,7 +78,7 @@ impl RMSprop {
         let one_minus_alpha = T::from_f64(1.0 - self.alpha);
         let eps = T::from_f64(self.eps);
         let momentum = T::from_f64(self.momentum);
-        let sign = T::from_f64(direction(self.maximize));
+        let sign = T::from_f64(direction(self.maximize, self.grad_scale));
         let weight_decay = T::from_f64(self.weight_decay);
         let use_momentum = self.momentum != 0.0;
         // Empty slots when unused; indexing them is skipped by the flags below.

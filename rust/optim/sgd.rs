@@ -1,5 +1,5 @@
 use super::{direction, effective_grad, Optimizer};
-use crate::error::{non_negative, Error};
+use crate::error::{grad_scale, non_negative, Error};
 use crate::parallel::Lanes;
 use crate::real::Real;
 
@@ -16,6 +16,9 @@ pub struct Sgd {
     pub nesterov: bool,
     pub weight_decay: f64,
     pub maximize: bool,
+    /// A factor on the gradient, fused into the update (1 for none): clipping to a global
+    /// norm without writing the gradients.
+    pub grad_scale: f64,
 }
 
 pub struct SgdScalars {
@@ -39,6 +42,7 @@ impl Optimizer for Sgd {
     }
 
     fn validate(&self) -> Result<(), Error> {
+        grad_scale(self.grad_scale)?;
         non_negative("lr", self.lr)?;
         non_negative("momentum", self.momentum)?;
         non_negative("dampening", self.dampening)?;
@@ -58,7 +62,7 @@ impl Optimizer for Sgd {
             momentum: self.momentum,
             one_minus_dampening: 1.0 - self.dampening,
             weight_decay: self.weight_decay,
-            sign: direction(self.maximize),
+            sign: direction(self.maximize, self.grad_scale),
         }
     }
 

@@ -50,6 +50,7 @@ fn adam() -> Adam {
         weight_decay: 0.0,
         amsgrad: false,
         maximize: false,
+        grad_scale: 1.0,
         decoupled: false,
     }
 }
@@ -180,6 +181,7 @@ fn nesterov_without_momentum_is_refused() {
         nesterov: true,
         weight_decay: 0.0,
         maximize: false,
+        grad_scale: 1.0,
     };
     assert!(matches!(sgd.validate(), Err(Error::Options(_))));
 }
@@ -206,6 +208,7 @@ fn nan_in_the_second_moment_survives_amsgrad_and_adamax() {
         eps: 1e-8,
         weight_decay: 0.0,
         maximize: false,
+        grad_scale: 1.0,
     };
     step(&adamax, 1, arrays.lanes()).unwrap();
     assert!(arrays.state[1][1].is_nan());
@@ -221,6 +224,7 @@ fn sgd_momentum_first_step_copies_the_gradient() {
         nesterov: false,
         weight_decay: 0.0,
         maximize: false,
+        grad_scale: 1.0,
     };
     step(&sgd, 1, arrays.lanes()).unwrap();
     assert_eq!(arrays.state[0], arrays.grad);
