@@ -256,6 +256,36 @@ mod in_flight {
 
 use in_flight::InFlight;
 
+/// The byte ranges of the non-empty `arrays`, each marked as written or only read.
+fn byte_ranges<'a, 'py: 'a, T: Element + 'a>(
+    arrays: impl IntoIterator<Item = (bool, Name, &'a Bound<'py, PyArrayDyn<T>>)>,
+) -> Vec<InFlight> {
+    arrays
+        .into_iter()
+        .filter(|(_, _, array)| array.len() > 0)
+        .map(|(writes, name, array)| {
+            let start = array.data() as usize;
+            InFlight {
+                start,
+                end: start + array.len() * std::mem::size_of::<T>(),
+                writes,
+                name,
+            }
+        })
+        .collect()
+}
+
+/// Claims `ranges` for an update of `total` elements: large updates, which run without the
+/// GIL, register them until the guard drops; small ones keep the GIL and only check.
+fn claim(ranges: Vec<InFlight>, total: usize) -> PyResult<Option<in_flight::Registration>> {
+    if total >= GIL_RELEASE_LEN {
+        Ok(Some(in_flight::register(ranges)?))
+    } else {
+        in_flight::check(&ranges)?;
+        Ok(None)
+    }
+}
+
 /// A list or tuple of tensors, or `None` for a single array.
 fn as_sequence<'py>(object: &Bound<'py, PyAny>) -> Option<Vec<Bound<'py, PyAny>>> {
     if let Ok(list) = object.cast::<PyList>() {
@@ -409,25 +439,15 @@ fn run_typed<'py, O: Optimizer, T: Real + Element>(
             )));
         }
     }
-    let ranges: Vec<InFlight> = written
-        .iter()
-        .filter(|(_, (_, a))| a.len() > 0)
-        .map(|(writes, (name, array))| InFlight {
-            start: array.data() as usize,
-            end: array.data() as usize + array.len() * std::mem::size_of::<T>(),
-            writes: *writes,
-            name: *name,
-        })
-        .collect();
+    let ranges = byte_ranges(
+        written
+            .iter()
+            .map(|(writes, (name, array))| (*writes, *name, array)),
+    );
     let total: usize = tensors.iter().map(|t| t.param.array.len()).sum();
     // Large updates run without the GIL: announce their arrays so that another thread cannot
     // update them at the same moment. Small ones keep the GIL, so they only check.
-    let registration = if total >= GIL_RELEASE_LEN {
-        Some(in_flight::register(ranges)?)
-    } else {
-        in_flight::check(&ranges)?;
-        None
-    };
+    let registration = claim(ranges, total)?;
 
     let mut lanes = Vec::with_capacity(tensors.len());
     let mut array_iter = arrays.iter();
@@ -873,16 +893,7 @@ fn norm_typed<T: Real + Element>(args: &[ArrayArg<'_>], norm_type: f64) -> PyRes
         check_layout(arg)?;
         arrays.push((arg.name, arg.array.cast::<PyArrayDyn<T>>()?.clone()));
     }
-    let ranges: Vec<InFlight> = arrays
-        .iter()
-        .filter(|(_, a)| a.len() > 0)
-        .map(|(name, array)| InFlight {
-            start: array.data() as usize,
-            end: array.data() as usize + array.len() * std::mem::size_of::<T>(),
-            writes: false,
-            name: *name,
-        })
-        .collect();
+    let ranges = byte_ranges(arrays.iter().map(|(name, a)| (false, *name, a)));
     in_flight::check(&ranges)?;
     let mut slices = Vec::with_capacity(arrays.len());
     for (_, array) in arrays.iter().filter(|(_, a)| a.len() > 0) {
@@ -948,23 +959,9 @@ fn grads_typed<'py, T: Real + Element, R: Send>(
     }
     let named: Vec<_> = arrays.iter().map(|(name, a)| (*name, a)).collect();
     check_no_overlap(&named)?;
-    let ranges: Vec<InFlight> = arrays
-        .iter()
-        .filter(|(_, a)| a.len() > 0)
-        .map(|(name, array)| InFlight {
-            start: array.data() as usize,
-            end: array.data() as usize + array.len() * std::mem::size_of::<T>(),
-            writes: true,
-            name: *name,
-        })
-        .collect();
+    let ranges = byte_ranges(arrays.iter().map(|(name, a)| (true, *name, a)));
     let total: usize = arrays.iter().map(|(_, a)| a.len()).sum();
-    let registration = if total >= GIL_RELEASE_LEN {
-        Some(in_flight::register(ranges)?)
-    } else {
-        in_flight::check(&ranges)?;
-        None
-    };
+    let registration = claim(ranges, total)?;
     let mut slices = Vec::with_capacity(arrays.len());
     for (_, array) in arrays.iter().filter(|(_, a)| a.len() > 0) {
         // SAFETY: as in `run_typed`: contiguous, aligned, of dtype `T`, writeable, pairwise
