@@ -15,6 +15,6 @@ pub mod simd;
 mod python;
 
 pub use error::Error;
-pub use optim::{check, step, step_many, Optimizer};
+pub use optim::{check_call, check_lengths, step, step_many, Optimizer};
 pub use parallel::{num_threads, set_num_threads, Lanes, MAX_STATE};
 pub use real::Real;

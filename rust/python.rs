@@ -11,7 +11,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyList, PyTuple};
 
 use crate::optim::{Adadelta, Adagrad, Adam, Adamax, MemoryFloor, NAdam, RAdam, RMSprop, Sgd};
-use crate::{check, clip, parallel, simd, step_many, Error, Lanes, Optimizer, Real, MAX_STATE};
+use crate::{clip, parallel, simd, step_many, Error, Lanes, Optimizer, Real, MAX_STATE};
 
 /// Below this many elements the update runs with the GIL held: releasing and re-acquiring it
 /// costs more than such a short update.
@@ -469,13 +469,11 @@ fn run_typed<'py, O: Optimizer, T: Real + Element>(
             for ((slot, _), (_, array)) in tensor.states.iter().zip(states) {
                 state[*slot] = array.as_slice_mut().map_err(not_contiguous)?;
             }
-            let tensor = Lanes {
+            lanes.push(Lanes {
                 param: param.as_slice_mut().map_err(not_contiguous)?,
                 grad: grad.as_slice().map_err(not_contiguous)?,
                 state,
-            };
-            check(optimizer, update, &tensor)?;
-            lanes.push(tensor);
+            });
         }
     }
     if registration.is_some() {

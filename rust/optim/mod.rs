@@ -52,16 +52,21 @@ pub trait Optimizer: Sync {
     fn update_piece<T: Real>(&self, scalars: &Self::Scalars, lanes: Lanes<'_, T>);
 }
 
-/// Checks the hyperparameters, `step` and the array lengths, without touching any array.
-pub fn check<O: Optimizer, T: Real>(
-    optimizer: &O,
-    step: u64,
-    lanes: &Lanes<'_, T>,
-) -> Result<(), Error> {
+/// Checks the hyperparameters and `step`, once per call.
+pub fn check_call<O: Optimizer>(optimizer: &O, step: u64) -> Result<(), Error> {
     optimizer.validate()?;
     if step < 1 {
         return Err(Error::Step(step));
     }
+    Ok(())
+}
+
+/// Checks one tensor's array lengths against its parameter, and that every state the options
+/// use is there, without touching any array.
+pub fn check_lengths<O: Optimizer, T: Real>(
+    optimizer: &O,
+    lanes: &Lanes<'_, T>,
+) -> Result<(), Error> {
     let expected = lanes.param.len();
     if lanes.grad.len() != expected {
         return Err(Error::Length {
@@ -110,8 +115,9 @@ pub fn step_many<O: Optimizer, T: Real>(
     step: u64,
     tensors: Vec<Lanes<'_, T>>,
 ) -> Result<(), Error> {
+    check_call(optimizer, step)?;
     for lanes in &tensors {
-        check(optimizer, step, lanes)?;
+        check_lengths(optimizer, lanes)?;
     }
     let scalars = optimizer.scalars(step);
     for_each_piece(tensors, &|piece| {
