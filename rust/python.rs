@@ -1,6 +1,6 @@
-//! The Python bindings: adapters that check NumPy arrays, borrow them, release the GIL and call
-//! the kernels. Every check runs before any array is written, and every failure is a Python
-//! exception that names the argument at fault.
+//! The Python bindings: adapters that check NumPy arrays, claim them against concurrent updates,
+//! release the GIL and call the kernels. Every check runs before any array is written, and every
+//! failure is a Python exception that names the argument at fault.
 
 use numpy::{
     dtype, Element, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArray,
@@ -360,7 +360,7 @@ fn gather<'py, O: Optimizer>(
         .collect()
 }
 
-/// Checks, borrows and updates the arrays of one optimizer step: one tensor, or lists of them.
+/// Checks, claims and updates the arrays of one optimizer step: one tensor, or lists of them.
 /// `states` holds the argument for each of the optimizer's state slots, `None` where not given.
 fn run<O: Optimizer>(
     py: Python<'_>,
