@@ -378,7 +378,21 @@ fn run<O: Optimizer>(
     };
     let dtype = dtype_of(py, &first.param)?;
     for tensor in &tensors {
-        dtype_of(py, &tensor.param)?;
+        // One call updates one dtype: a float parameter unlike param[0] is refused as such.
+        if !tensor
+            .param
+            .array
+            .dtype()
+            .is_equiv_to(&first.param.array.dtype())
+        {
+            dtype_of(py, &tensor.param)?;
+            return Err(PyTypeError::new_err(format!(
+                "{} has dtype {} but param[0] has dtype {}; one call updates one dtype",
+                tensor.param.name,
+                tensor.param.array.dtype(),
+                first.param.array.dtype()
+            )));
+        }
         check_layout(&tensor.param)?;
         check_like(&tensor.grad, &tensor.param)?;
         for (_, state) in &tensor.states {
@@ -397,22 +411,13 @@ fn run_typed<'py, O: Optimizer, T: Real + Element>(
     update: u64,
     tensors: &[TensorArgs<'py>],
 ) -> PyResult<()> {
-    // All dtypes were checked above, so these casts only confirm it.
+    // All dtypes were checked in `run`, so these casts only confirm it.
     let typed = |arg: &ArrayArg<'py>| -> PyResult<(Name, Bound<'py, PyArrayDyn<T>>)> {
         Ok((arg.name, arg.array.cast::<PyArrayDyn<T>>()?.clone()))
     };
     let mut arrays = Vec::with_capacity(tensors.len() * (2 + MAX_STATE));
     for tensor in tensors {
-        if tensor.param.array.dtype().is_equiv_to(&dtype::<T>(py)) {
-            arrays.push(typed(&tensor.param)?);
-        } else {
-            return Err(PyTypeError::new_err(format!(
-                "{} has dtype {} but param[0] has dtype {}; one call updates one dtype",
-                tensor.param.name,
-                tensor.param.array.dtype(),
-                dtype::<T>(py)
-            )));
-        }
+        arrays.push(typed(&tensor.param)?);
         arrays.push(typed(&tensor.grad)?);
         for (_, state) in &tensor.states {
             arrays.push(typed(state)?);
@@ -875,22 +880,30 @@ fn grad_norm(py: Python<'_>, grads: &Bound<'_, PyAny>, norm_type: f64) -> PyResu
     }
 }
 
+/// The gradient arrays as arrays of `T`: the dtype of the first, C-contiguous and aligned (the
+/// arrays of a list may differ in shape).
+fn typed_grads<'py, T: Element>(
+    args: &[ArrayArg<'py>],
+) -> PyResult<Vec<(Name, Bound<'py, PyArrayDyn<T>>)>> {
+    args.iter()
+        .map(|arg| {
+            if !arg.array.dtype().is_equiv_to(&args[0].array.dtype()) {
+                return Err(PyTypeError::new_err(format!(
+                    "{} has dtype {} but {} has dtype {}",
+                    arg.name,
+                    arg.array.dtype(),
+                    args[0].name,
+                    args[0].array.dtype()
+                )));
+            }
+            check_layout(arg)?;
+            Ok((arg.name, arg.array.cast::<PyArrayDyn<T>>()?.clone()))
+        })
+        .collect()
+}
+
 fn norm_typed<T: Real + Element>(args: &[ArrayArg<'_>], norm_type: f64) -> PyResult<f64> {
-    let mut arrays = Vec::with_capacity(args.len());
-    for arg in args {
-        // The arrays of a list differ in shape; dtype and layout must agree.
-        if !arg.array.dtype().is_equiv_to(&args[0].array.dtype()) {
-            return Err(PyTypeError::new_err(format!(
-                "{} has dtype {} but {} has dtype {}",
-                arg.name,
-                arg.array.dtype(),
-                args[0].name,
-                args[0].array.dtype()
-            )));
-        }
-        check_layout(arg)?;
-        arrays.push((arg.name, arg.array.cast::<PyArrayDyn<T>>()?.clone()));
-    }
+    let arrays = typed_grads::<T>(args)?;
     let ranges = byte_ranges(arrays.iter().map(|(name, a)| (false, *name, a)));
     in_flight::check(&ranges)?;
     let mut slices = Vec::with_capacity(arrays.len());
@@ -935,25 +948,13 @@ fn grads_typed<'py, T: Real + Element, R: Send>(
     args: &[ArrayArg<'py>],
     work: impl FnOnce(&mut [&mut [T]]) -> PyResult<R> + Send,
 ) -> PyResult<R> {
-    let mut arrays = Vec::with_capacity(args.len());
-    for arg in args {
-        if !arg.array.dtype().is_equiv_to(&dtype::<T>(py)) {
-            return Err(PyTypeError::new_err(format!(
-                "{} has dtype {} but the first gradient has dtype {}",
-                arg.name,
-                arg.array.dtype(),
-                dtype::<T>(py)
-            )));
-        }
-        check_layout(arg)?;
-        let array = arg.array.cast::<PyArrayDyn<T>>()?.clone();
-        if !is_writeable(&array) {
+    let arrays = typed_grads::<T>(args)?;
+    for (name, array) in &arrays {
+        if !is_writeable(array) {
             return Err(PyValueError::new_err(format!(
-                "{} is read-only; clipping writes it in place",
-                arg.name
+                "{name} is read-only; clipping writes it in place"
             )));
         }
-        arrays.push((arg.name, array));
     }
     let named: Vec<_> = arrays.iter().map(|(name, a)| (*name, a)).collect();
     check_no_overlap(&named)?;
