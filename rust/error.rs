@@ -18,6 +18,9 @@ pub enum Error {
     Options(&'static str),
     /// The options need a state array that was not supplied.
     MissingState(&'static str),
+    /// Parameters that are invalid together, or a list that is not as it must be; the message
+    /// names them.
+    Invalid(String),
     /// An array's length differs from the parameter's.
     Length {
         name: &'static str,
@@ -36,6 +39,7 @@ impl fmt::Display for Error {
             } => write!(f, "{name} must be {expected}, got {value}"),
             Error::Step(step) => write!(f, "step must be an integer >= 1, got {step}"),
             Error::Options(message) => f.write_str(message),
+            Error::Invalid(message) => f.write_str(message),
             Error::MissingState(name) => {
                 write!(f, "{name} is required by these options but was not given")
             }

@@ -9,6 +9,7 @@ pub mod error;
 pub mod optim;
 pub mod parallel;
 pub mod real;
+pub mod schedule;
 pub mod simd;
 
 #[cfg(feature = "python")]
@@ -18,3 +19,4 @@ pub use error::Error;
 pub use optim::{check_call, check_lengths, step, step_many, Optimizer};
 pub use parallel::{num_threads, set_num_threads, Lanes, MAX_STATE};
 pub use real::Real;
+pub use schedule::Schedule;

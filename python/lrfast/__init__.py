@@ -11,8 +11,13 @@ with PyTorch's ``torch.optim`` semantics::
 Every kernel also takes lists of arrays (params, grads and each state as lists of equal length)
 and updates them all in one call. The optimizer classes (:class:`Adam`, :class:`SGD`, ...) keep
 the state for you, and :mod:`lrfast.reference` holds a plain NumPy version of every kernel.
+
+Learning-rate schedules live in :mod:`lrfast.schedules` (``lr=`` of any kernel or optimizer
+accepts one); :class:`ReduceLROnPlateau` and :class:`EarlyStopping` react to the loss;
+:mod:`lrfast.plot` draws schedules.
 """
 
+from . import plot, schedules
 from ._lrfast import (
     adadelta_step,
     adagrad_step,
@@ -30,6 +35,7 @@ from ._lrfast import (
     sgd_step,
     simd_level,
 )
+from .monitor import EarlyStopping, ReduceLROnPlateau
 from .optim import (
     SGD,
     Adadelta,
@@ -75,4 +81,8 @@ __all__ = [
     "Adamax",
     "NAdam",
     "RAdam",
+    "schedules",
+    "plot",
+    "ReduceLROnPlateau",
+    "EarlyStopping",
 ]

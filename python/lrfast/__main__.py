@@ -10,13 +10,13 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
 from . import optim, simd_level
 
-OPTIMIZERS = {
+OPTIMIZERS: dict[str, tuple[type[optim.Optimizer], dict[str, Any]]] = {
     "sgd": (optim.SGD, {"lr": 0.1, "momentum": 0.9, "nesterov": True}),
     "adagrad": (optim.Adagrad, {"lr": 0.05}),
     "rmsprop": (optim.RMSprop, {"lr": 3e-3}),

@@ -9,18 +9,25 @@ All arrays of one call share shape and dtype (float32 or float64) and are C-cont
 array but ``grad`` must be writeable, and no two may share memory. ``step`` is the 1-based number
 of this update. Bad input raises ``TypeError`` / ``ValueError`` naming the argument, before any
 array is written.
+
+``lr`` is a float or a schedule (``lrfast.schedules``): a schedule is evaluated inside the same
+call at scheduler step ``step - 1``, so update 1 uses ``schedule(0)``.
 """
 
 from collections.abc import Sequence
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
 
 # One array, or a list of arrays updated together (params, grads and states as equal-length lists).
 _Array = Union[npt.NDArray[np.floating], Sequence[npt.NDArray[np.floating]]]
 
+_LearningRate = Union[float, "Schedule"]
+
 __all__ = [
+    "Schedule",
     "adadelta_step",
     "adagrad_step",
     "adam_step",
@@ -46,7 +53,7 @@ def sgd_step(
     momentum_buffer: Optional[_Array] = None,
     *,
     step: int,
-    lr: float,
+    lr: _LearningRate,
     momentum: float = 0.0,
     dampening: float = 0.0,
     nesterov: bool = False,
@@ -63,7 +70,7 @@ def adagrad_step(
     state_sum: _Array,
     *,
     step: int,
-    lr: float = 0.01,
+    lr: _LearningRate = 0.01,
     lr_decay: float = 0.0,
     weight_decay: float = 0.0,
     eps: float = 1e-10,
@@ -81,7 +88,7 @@ def rmsprop_step(
     grad_avg: Optional[_Array] = None,
     *,
     step: int,
-    lr: float = 0.01,
+    lr: _LearningRate = 0.01,
     alpha: float = 0.99,
     eps: float = 1e-8,
     weight_decay: float = 0.0,
@@ -101,7 +108,7 @@ def adadelta_step(
     acc_delta: _Array,
     *,
     step: int,
-    lr: float = 1.0,
+    lr: _LearningRate = 1.0,
     rho: float = 0.9,
     eps: float = 1e-6,
     weight_decay: float = 0.0,
@@ -119,7 +126,7 @@ def adam_step(
     max_exp_avg_sq: Optional[_Array] = None,
     *,
     step: int,
-    lr: float = 1e-3,
+    lr: _LearningRate = 1e-3,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     weight_decay: float = 0.0,
@@ -141,7 +148,7 @@ def adamw_step(
     max_exp_avg_sq: Optional[_Array] = None,
     *,
     step: int,
-    lr: float = 1e-3,
+    lr: _LearningRate = 1e-3,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     weight_decay: float = 0.01,
@@ -158,7 +165,7 @@ def adamax_step(
     exp_inf: _Array,
     *,
     step: int,
-    lr: float = 2e-3,
+    lr: _LearningRate = 2e-3,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     weight_decay: float = 0.0,
@@ -175,7 +182,7 @@ def nadam_step(
     exp_avg_sq: _Array,
     *,
     step: int,
-    lr: float = 2e-3,
+    lr: _LearningRate = 2e-3,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     weight_decay: float = 0.0,
@@ -196,7 +203,7 @@ def radam_step(
     exp_avg_sq: _Array,
     *,
     step: int,
-    lr: float = 1e-3,
+    lr: _LearningRate = 1e-3,
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     weight_decay: float = 0.0,
@@ -235,3 +242,17 @@ def grad_norm(grads: _Array, norm_type: float = 2.0) -> float:
     """The global ``norm_type``-norm of ``grads`` (only read), as ``clip_grad_norm`` computes
     it: in float64, the same with any thread count. With ``max_norm``,
     ``grad_scale = min(1, max_norm / (norm + 1e-6))`` fuses the clipping into a kernel."""
+
+@disjoint_base
+class Schedule:
+    """Base class of ``lrfast.schedules.Schedule``: a schedule held in Rust."""
+
+    def __new__(cls, *_args: Any, **_kwargs: Any) -> Schedule: ...
+    def _build(self, kind: str, params: dict[str, Any]) -> None:
+        """Builds the Rust schedule of class ``kind`` from its parameters, once."""
+    def __call__(self, step: int) -> float:
+        """The rate at scheduler step ``step`` (from 0)."""
+    def momentum(self, step: int) -> Optional[float]:
+        """The momentum a cycling schedule pairs with its rate at ``step``, else None."""
+    def _evaluate(self, steps: npt.NDArray[np.uint64]) -> npt.NDArray[np.float64]:
+        """The rates at every step of a 1-d uint64 array."""

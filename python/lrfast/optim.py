@@ -17,6 +17,7 @@ import numpy as np
 
 from . import _lrfast
 from ._lrfast import grad_norm
+from .schedules import Constant, Product, Schedule, from_dict
 
 __all__ = [
     "state_like",
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 Params = Union[np.ndarray, Sequence[np.ndarray]]
+LearningRate = Union[float, Schedule]
 
 
 def _as_list(arrays: Params, what: str) -> list[np.ndarray]:
@@ -77,6 +79,9 @@ class Optimizer:
 
     _kernel: ClassVar[Callable[..., Any]]
     _defaults: ClassVar[dict[str, Any]]
+    # The hyperparameter a cycling schedule's momentum drives ("momentum", or "betas" whose
+    # first entry is Adam's beta1); None where the optimizer has no momentum.
+    _momentum_name: ClassVar[Optional[str]] = None
 
     def __init__(
         self,
@@ -84,6 +89,7 @@ class Optimizer:
         *,
         max_grad_norm: Optional[float] = None,
         grad_norm_type: float = 2.0,
+        cycle_momentum: bool = False,
         **hyperparameters: Any,
     ) -> None:
         unknown = set(hyperparameters) - set(self._defaults)
@@ -105,16 +111,62 @@ class Optimizer:
         self.max_grad_norm = max_grad_norm
         self.grad_norm_type = grad_norm_type
         self.last_grad_norm: Optional[float] = None
+        self.lr_scale = 1.0
+        self._scaled: Optional[tuple[float, Schedule, Schedule]] = None
+        self.cycle_momentum = cycle_momentum
         self._check_hyperparameters()
+        self._check_cycle_momentum()
 
     @property
     def lr(self) -> float:
-        """The learning rate in force."""
-        return float(self.defaults["lr"])
+        """The learning rate the next update uses: the schedule's rate at this step (if ``lr`` is
+        a schedule), times ``lr_scale`` (which :class:`lrfast.ReduceLROnPlateau` adjusts)."""
+        lr = self.defaults["lr"]
+        rate = lr(self.step_count) if isinstance(lr, Schedule) else float(lr)
+        return self.lr_scale * rate
 
     @lr.setter
-    def lr(self, value: float) -> None:
+    def lr(self, value: LearningRate) -> None:
+        """Sets the rate (a float or a schedule) and resets ``lr_scale`` to 1."""
+        previous = self.defaults["lr"]
         self.defaults["lr"] = value
+        try:
+            self._check_hyperparameters()
+            self._check_cycle_momentum()
+        except Exception:
+            self.defaults["lr"] = previous
+            raise
+        self.lr_scale = 1.0
+
+    @property
+    def schedule(self) -> Optional[Schedule]:
+        """The learning-rate schedule, or None for a fixed rate."""
+        lr = self.defaults["lr"]
+        return lr if isinstance(lr, Schedule) else None
+
+    def _kernel_lr(self) -> LearningRate:
+        """``lr`` as the kernels take it: the schedule itself (evaluated inside the kernel call),
+        scaled in Rust when ``lr_scale`` is not 1."""
+        lr = self.defaults["lr"]
+        if self.lr_scale == 1.0:
+            return lr  # type: ignore[no-any-return]
+        if not isinstance(lr, Schedule):
+            return self.lr_scale * float(lr)
+        if self._scaled is None or self._scaled[:2] != (self.lr_scale, lr):
+            self._scaled = (self.lr_scale, lr, Product([Constant(self.lr_scale), lr]))
+        return self._scaled[2]
+
+    def _check_cycle_momentum(self) -> None:
+        if not self.cycle_momentum:
+            return
+        name = type(self)._momentum_name
+        if name is None:
+            raise ValueError(f"{type(self).__name__} has no momentum to cycle")
+        lr = self.defaults["lr"]
+        if not isinstance(lr, Schedule) or lr.momentum(0) is None:
+            raise ValueError("cycle_momentum needs lr to be a CyclicLR or OneCycleLR schedule")
+        if name == "momentum" and self.defaults["momentum"] == 0:
+            raise ValueError("cycle_momentum needs momentum > 0 (it sets the momentum buffer up)")
 
     # -- what subclasses describe ----------------------------------------------------------
     def _state_names(self) -> tuple[str, ...]:
@@ -182,6 +234,13 @@ class Optimizer:
                     s[name] = self._initial_state(name, p)
         step = self.step_count + 1
         kwargs = self._kernel_kwargs()
+        kwargs["lr"] = self._kernel_lr()
+        if self.cycle_momentum:
+            momentum = kwargs["lr"].momentum(step - 1)
+            if self._momentum_name == "betas":
+                kwargs["betas"] = (momentum, kwargs["betas"][1])
+            else:
+                kwargs["momentum"] = momentum
         result = None
         # One kernel call per dtype updates all its parameters at once, spread over threads.
         for group in self._dtype_groups:
@@ -210,7 +269,7 @@ class Optimizer:
             "optimizer": type(self).__name__,
             "hyperparameters": dict(self.defaults),
             "step": self.step_count,
-            "scalars": self._scalar_state(),
+            "scalars": {"lr_scale": self.lr_scale, **self._scalar_state()},
             "state": [{k: v.copy() for k, v in s.items()} for s in self.state],
         }
 
@@ -243,7 +302,9 @@ class Optimizer:
             self.defaults = previous
             raise
         self.step_count = int(state_dict["step"])
-        self._load_scalar_state(state_dict.get("scalars", {}))
+        scalars = dict(state_dict.get("scalars", {}))
+        self.lr_scale = float(scalars.pop("lr_scale", 1.0))
+        self._load_scalar_state(scalars)
         self.state = [
             {k: self._copy_state(k, p, v) for k, v in s.items()}
             for p, s in zip(self.params, states)
@@ -265,6 +326,9 @@ class Optimizer:
         """Writes :meth:`state_dict` to a ``.npz`` file (no pickling)."""
         sd = self.state_dict()
         meta = {k: sd[k] for k in ("optimizer", "hyperparameters", "step", "scalars")}
+        lr = meta["hyperparameters"]["lr"]
+        if isinstance(lr, Schedule):
+            meta["hyperparameters"] = {**meta["hyperparameters"], "lr": {"schedule": lr.to_dict()}}
         meta["state_names"] = [sorted(s) for s in sd["state"]]
         arrays = {
             f"state/{i}/{name}": value
@@ -277,6 +341,9 @@ class Optimizer:
         """Restores a state written by :meth:`save`."""
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["__meta__"]))
+            lr = meta["hyperparameters"]["lr"]
+            if isinstance(lr, dict):
+                meta["hyperparameters"]["lr"] = from_dict(lr["schedule"])
             state = [
                 {name: data[f"state/{i}/{name}"] for name in names}
                 for i, names in enumerate(meta["state_names"])
@@ -292,6 +359,7 @@ class SGD(Optimizer):
     """SGD with optional (Nesterov) momentum; see :func:`lrfast.sgd_step`."""
 
     _kernel = _lrfast.sgd_step
+    _momentum_name = "momentum"
     _defaults = {
         "lr": 1e-3,
         "momentum": 0.0,
@@ -340,6 +408,7 @@ class RMSprop(Optimizer):
     """RMSprop, optionally centered and with momentum; see :func:`lrfast.rmsprop_step`."""
 
     _kernel = _lrfast.rmsprop_step
+    _momentum_name = "momentum"
     _defaults = {
         "lr": 1e-2,
         "alpha": 0.99,
@@ -373,6 +442,7 @@ class Adam(Optimizer):
     """Adam, optionally AMSGrad; see :func:`lrfast.adam_step`."""
 
     _kernel = _lrfast.adam_step
+    _momentum_name = "betas"
     _defaults = {
         "lr": 1e-3,
         "betas": (0.9, 0.999),
@@ -398,6 +468,7 @@ class Adamax(Optimizer):
     """Adamax (Adam with the infinity norm); see :func:`lrfast.adamax_step`."""
 
     _kernel = _lrfast.adamax_step
+    _momentum_name = "betas"
     _defaults = {
         "lr": 2e-3,
         "betas": (0.9, 0.999),
@@ -414,6 +485,7 @@ class NAdam(Optimizer):
     """NAdam; see :func:`lrfast.nadam_step`. Keeps the running ``mu_product`` in float64."""
 
     _kernel = _lrfast.nadam_step
+    _momentum_name = "betas"
     _defaults = {
         "lr": 2e-3,
         "betas": (0.9, 0.999),
@@ -449,6 +521,7 @@ class RAdam(Optimizer):
     """RAdam (rectified Adam); see :func:`lrfast.radam_step`."""
 
     _kernel = _lrfast.radam_step
+    _momentum_name = "betas"
     _defaults = {
         "lr": 1e-3,
         "betas": (0.9, 0.999),

@@ -13,6 +13,9 @@ use pyo3::types::{PyBool, PyFloat, PyList, PyTuple};
 use crate::optim::{Adadelta, Adagrad, Adam, Adamax, MemoryFloor, NAdam, RAdam, RMSprop, Sgd};
 use crate::{clip, parallel, simd, step_many, Error, Lanes, Optimizer, Real, MAX_STATE};
 
+mod schedule;
+use schedule::{LearningRate, PySchedule};
+
 /// Below this many elements the update runs with the GIL held: releasing and re-acquiring it
 /// costs more than such a short update.
 const GIL_RELEASE_LEN: usize = 1 << 13;
@@ -501,7 +504,7 @@ fn sgd_step(
     grad: &Bound<'_, PyAny>,
     momentum_buffer: Option<&Bound<'_, PyAny>>,
     step: &Bound<'_, PyAny>,
-    lr: f64,
+    lr: LearningRate,
     momentum: f64,
     dampening: f64,
     nesterov: bool,
@@ -510,7 +513,7 @@ fn sgd_step(
     grad_scale: f64,
 ) -> PyResult<()> {
     let optimizer = Sgd {
-        lr,
+        lr: lr.at(step)?,
         momentum,
         dampening,
         nesterov,
@@ -523,7 +526,7 @@ fn sgd_step(
 
 /// Adagrad update in place (`torch.optim.Adagrad` semantics); see `lrfast.adagrad_step`.
 #[pyfunction]
-#[pyo3(signature = (param, grad, state_sum, *, step, lr=0.01, lr_decay=0.0, weight_decay=0.0,
+#[pyo3(signature = (param, grad, state_sum, *, step, lr=LearningRate::Fixed(0.01), lr_decay=0.0, weight_decay=0.0,
                     eps=1e-10, maximize=false, grad_scale=1.0))]
 #[allow(clippy::too_many_arguments)]
 fn adagrad_step(
@@ -532,7 +535,7 @@ fn adagrad_step(
     grad: &Bound<'_, PyAny>,
     state_sum: &Bound<'_, PyAny>,
     step: &Bound<'_, PyAny>,
-    lr: f64,
+    lr: LearningRate,
     lr_decay: f64,
     weight_decay: f64,
     eps: f64,
@@ -540,7 +543,7 @@ fn adagrad_step(
     grad_scale: f64,
 ) -> PyResult<()> {
     let optimizer = Adagrad {
-        lr,
+        lr: lr.at(step)?,
         lr_decay,
         weight_decay,
         eps,
@@ -553,7 +556,7 @@ fn adagrad_step(
 /// RMSprop update in place (`torch.optim.RMSprop` semantics); see `lrfast.rmsprop_step`.
 #[pyfunction]
 #[pyo3(signature = (param, grad, square_avg, momentum_buffer=None, grad_avg=None, *, step,
-                    lr=0.01, alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=false,
+                    lr=LearningRate::Fixed(0.01), alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=false,
                     maximize=false, grad_scale=1.0))]
 #[allow(clippy::too_many_arguments)]
 fn rmsprop_step(
@@ -564,7 +567,7 @@ fn rmsprop_step(
     momentum_buffer: Option<&Bound<'_, PyAny>>,
     grad_avg: Option<&Bound<'_, PyAny>>,
     step: &Bound<'_, PyAny>,
-    lr: f64,
+    lr: LearningRate,
     alpha: f64,
     eps: f64,
     weight_decay: f64,
@@ -574,7 +577,7 @@ fn rmsprop_step(
     grad_scale: f64,
 ) -> PyResult<()> {
     let optimizer = RMSprop {
-        lr,
+        lr: lr.at(step)?,
         alpha,
         eps,
         weight_decay,
@@ -589,7 +592,7 @@ fn rmsprop_step(
 
 /// Adadelta update in place (`torch.optim.Adadelta` semantics); see `lrfast.adadelta_step`.
 #[pyfunction]
-#[pyo3(signature = (param, grad, square_avg, acc_delta, *, step, lr=1.0, rho=0.9, eps=1e-6,
+#[pyo3(signature = (param, grad, square_avg, acc_delta, *, step, lr=LearningRate::Fixed(1.0), rho=0.9, eps=1e-6,
                     weight_decay=0.0, maximize=false, grad_scale=1.0))]
 #[allow(clippy::too_many_arguments)]
 fn adadelta_step(
@@ -599,7 +602,7 @@ fn adadelta_step(
     square_avg: &Bound<'_, PyAny>,
     acc_delta: &Bound<'_, PyAny>,
     step: &Bound<'_, PyAny>,
-    lr: f64,
+    lr: LearningRate,
     rho: f64,
     eps: f64,
     weight_decay: f64,
@@ -607,7 +610,7 @@ fn adadelta_step(
     grad_scale: f64,
 ) -> PyResult<()> {
     let optimizer = Adadelta {
-        lr,
+        lr: lr.at(step)?,
         rho,
         eps,
         weight_decay,
@@ -628,7 +631,7 @@ fn adam_like(
     exp_avg_sq: &Bound<'_, PyAny>,
     max_exp_avg_sq: Option<&Bound<'_, PyAny>>,
     step: &Bound<'_, PyAny>,
-    lr: f64,
+    lr: LearningRate,
     (beta1, beta2): (f64, f64),
     eps: f64,
     weight_decay: f64,
@@ -637,7 +640,7 @@ fn adam_like(
     grad_scale: f64,
 ) -> PyResult<()> {
     let optimizer = Adam {
-        lr,
+        lr: lr.at(step)?,
         beta1,
         beta2,
         eps,
@@ -653,7 +656,7 @@ fn adam_like(
 
 /// Adam update in place (`torch.optim.Adam` semantics); see `lrfast.adam_step`.
 #[pyfunction]
-#[pyo3(signature = (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=1e-3,
+#[pyo3(signature = (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=LearningRate::Fixed(1e-3),
                     betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=false, maximize=false, grad_scale=1.0))]
 #[allow(clippy::too_many_arguments)]
 fn adam_step(
@@ -664,7 +667,7 @@ fn adam_step(
     exp_avg_sq: &Bound<'_, PyAny>,
     max_exp_avg_sq: Option<&Bound<'_, PyAny>>,
     step: &Bound<'_, PyAny>,
-    lr: f64,
+    lr: LearningRate,
     betas: (f64, f64),
     eps: f64,
     weight_decay: f64,
@@ -693,7 +696,7 @@ fn adam_step(
 
 /// AdamW update in place (`torch.optim.AdamW` semantics); see `lrfast.adamw_step`.
 #[pyfunction]
-#[pyo3(signature = (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=1e-3,
+#[pyo3(signature = (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=LearningRate::Fixed(1e-3),
                     betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, amsgrad=false, maximize=false, grad_scale=1.0))]
 #[allow(clippy::too_many_arguments)]
 fn adamw_step(
@@ -704,7 +707,7 @@ fn adamw_step(
     exp_avg_sq: &Bound<'_, PyAny>,
     max_exp_avg_sq: Option<&Bound<'_, PyAny>>,
     step: &Bound<'_, PyAny>,
-    lr: f64,
+    lr: LearningRate,
     betas: (f64, f64),
     eps: f64,
     weight_decay: f64,
@@ -733,7 +736,7 @@ fn adamw_step(
 
 /// Adamax update in place (`torch.optim.Adamax` semantics); see `lrfast.adamax_step`.
 #[pyfunction]
-#[pyo3(signature = (param, grad, exp_avg, exp_inf, *, step, lr=2e-3, betas=(0.9, 0.999),
+#[pyo3(signature = (param, grad, exp_avg, exp_inf, *, step, lr=LearningRate::Fixed(2e-3), betas=(0.9, 0.999),
                     eps=1e-8, weight_decay=0.0, maximize=false, grad_scale=1.0))]
 #[allow(clippy::too_many_arguments)]
 fn adamax_step(
@@ -743,7 +746,7 @@ fn adamax_step(
     exp_avg: &Bound<'_, PyAny>,
     exp_inf: &Bound<'_, PyAny>,
     step: &Bound<'_, PyAny>,
-    lr: f64,
+    lr: LearningRate,
     betas: (f64, f64),
     eps: f64,
     weight_decay: f64,
@@ -751,7 +754,7 @@ fn adamax_step(
     grad_scale: f64,
 ) -> PyResult<()> {
     let optimizer = Adamax {
-        lr,
+        lr: lr.at(step)?,
         beta1: betas.0,
         beta2: betas.1,
         eps,
@@ -765,7 +768,7 @@ fn adamax_step(
 
 /// NAdam update in place (`torch.optim.NAdam` semantics); returns the new `mu_product`.
 #[pyfunction]
-#[pyo3(signature = (param, grad, exp_avg, exp_avg_sq, *, step, lr=2e-3, betas=(0.9, 0.999),
+#[pyo3(signature = (param, grad, exp_avg, exp_avg_sq, *, step, lr=LearningRate::Fixed(2e-3), betas=(0.9, 0.999),
                     eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
                     decoupled_weight_decay=false, maximize=false, mu_product=None, grad_scale=1.0))]
 #[allow(clippy::too_many_arguments)]
@@ -776,7 +779,7 @@ fn nadam_step(
     exp_avg: &Bound<'_, PyAny>,
     exp_avg_sq: &Bound<'_, PyAny>,
     step: &Bound<'_, PyAny>,
-    lr: f64,
+    lr: LearningRate,
     betas: (f64, f64),
     eps: f64,
     weight_decay: f64,
@@ -787,7 +790,7 @@ fn nadam_step(
     grad_scale: f64,
 ) -> PyResult<f64> {
     let mut optimizer = NAdam {
-        lr,
+        lr: lr.at(step)?,
         beta1: betas.0,
         beta2: betas.1,
         eps,
@@ -810,7 +813,7 @@ fn nadam_step(
 
 /// RAdam update in place (`torch.optim.RAdam` semantics); see `lrfast.radam_step`.
 #[pyfunction]
-#[pyo3(signature = (param, grad, exp_avg, exp_avg_sq, *, step, lr=1e-3, betas=(0.9, 0.999),
+#[pyo3(signature = (param, grad, exp_avg, exp_avg_sq, *, step, lr=LearningRate::Fixed(1e-3), betas=(0.9, 0.999),
                     eps=1e-8, weight_decay=0.0, decoupled_weight_decay=false, maximize=false, grad_scale=1.0))]
 #[allow(clippy::too_many_arguments)]
 fn radam_step(
@@ -820,7 +823,7 @@ fn radam_step(
     exp_avg: &Bound<'_, PyAny>,
     exp_avg_sq: &Bound<'_, PyAny>,
     step: &Bound<'_, PyAny>,
-    lr: f64,
+    lr: LearningRate,
     betas: (f64, f64),
     eps: f64,
     weight_decay: f64,
@@ -829,7 +832,7 @@ fn radam_step(
     grad_scale: f64,
 ) -> PyResult<()> {
     let optimizer = RAdam {
-        lr,
+        lr: lr.at(step)?,
         beta1: betas.0,
         beta2: betas.1,
         eps,
@@ -1126,5 +1129,6 @@ fn _lrfast(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(clip_grad_value, module)?)?;
     module.add_function(wrap_pyfunction!(grad_norm, module)?)?;
     module.add_function(wrap_pyfunction!(_set_simd_level, module)?)?;
+    module.add_class::<PySchedule>()?;
     Ok(())
 }

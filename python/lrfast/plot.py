@@ -1,0 +1,80 @@
+"""Plots of schedules (and, from other modules, of learning-rate studies), with matplotlib.
+
+matplotlib is an optional dependency (``pip install 'lrfast[plot]'``). Figures are built with
+``matplotlib.figure.Figure`` rather than pyplot, so plotting works without a display and leaves
+pyplot's global state alone; show one in a notebook by returning it, save it with ``path=``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from .schedules import Schedule
+
+__all__ = ["figure", "schedules"]
+
+Path = Union[str, "os.PathLike[str]"]
+
+
+def figure(width: float = 7.0, height: float = 4.0) -> Any:
+    """A new ``matplotlib.figure.Figure``; a clear ImportError names the extra when missing."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError as err:
+        raise ImportError(
+            "plotting needs matplotlib, which is optional: pip install 'lrfast[plot]'"
+        ) from err
+    return Figure(figsize=(width, height), layout="constrained")
+
+
+def schedules(
+    named: Union[Schedule, Sequence[Schedule], Mapping[str, Schedule]],
+    steps: Union[int, Sequence[int], np.ndarray] = 1000,
+    *,
+    path: Optional[Path] = None,
+    log: bool = False,
+    title: Optional[str] = None,
+    ax: Any = None,
+) -> Any:
+    """Draws one or several schedules over a range of steps; returns the figure.
+
+    ``named`` is a schedule, a list of them (labelled by ``repr``) or a mapping of label to
+    schedule. ``steps`` is a count (steps ``0 .. steps - 1``) or an array of steps; each schedule
+    is evaluated over it in one Rust call, so a million steps draw as fast as a thousand.
+    ``log`` uses a logarithmic rate axis. ``path`` saves a PNG (or any format matplotlib knows
+    from the suffix). ``ax`` draws into an existing axes instead of a new figure.
+    """
+    if isinstance(named, Schedule):
+        items = {repr(named): named}
+    elif isinstance(named, Mapping):
+        items = dict(named)
+    else:
+        items = {repr(s): s for s in named}
+    if not items:
+        raise ValueError("no schedules to plot")
+    for label, schedule in items.items():
+        if not isinstance(schedule, Schedule):
+            raise TypeError(f"{label!r} is not an lrfast schedule: {schedule!r}")
+    x = np.arange(steps) if isinstance(steps, (int, np.integer)) else np.asarray(steps)
+    if ax is None:
+        fig = figure()
+        ax = fig.subplots()
+    else:
+        fig = ax.figure
+    for label, schedule in items.items():
+        ax.plot(x, schedule.evaluate(x), label=label, linewidth=1.5)
+    ax.set_xlabel("step")
+    ax.set_ylabel("learning rate")
+    if log:
+        ax.set_yscale("log")
+    if title:
+        ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    if path is not None:
+        fig.savefig(path, dpi=120)
+    return fig
