@@ -12,8 +12,8 @@ A schedule is the learning rate as a function of the scheduler step ``t``, count
 
 PyTorch's schedules keep PyTorch's names (``StepLR``, ``CosineAnnealingLR``, ...) and argument
 names, with the base rate given directly as ``base_lr`` (PyTorch takes it from the optimizer);
-Keras' keep Keras' (``ExponentialDecay``, ``CosineDecay``, ...). The formulas are in
-``docs/schedules.md``. Invalid parameters raise ``ValueError`` naming the parameter.
+Keras' keep Keras' (``ExponentialDecay``, ``CosineDecay``, ...). Each class states its formula;
+invalid parameters raise ``ValueError`` naming the parameter.
 
 Composition: :class:`Warmup` puts a linear warmup in front of any schedule, :class:`SequentialLR`
 switches between schedules at milestones, :class:`Product` (or ``a * b``, ``0.5 * a``) multiplies
@@ -87,9 +87,11 @@ class Schedule(_lrfast.Schedule):
         milliseconds, for plotting or inspecting a whole run.
         """
         array = np.asarray(steps)
+        if array.size == 0:
+            return np.empty(array.shape, dtype=np.float64)
         if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
             raise TypeError(f"steps must be integers, got dtype {array.dtype}")
-        if array.size and array.min() < 0:
+        if array.min() < 0:
             raise ValueError(f"steps must be >= 0, got {array.min()}")
         flat = np.ascontiguousarray(array, dtype=np.uint64).reshape(-1)
         return self._evaluate(flat).reshape(array.shape)
@@ -105,7 +107,7 @@ class Schedule(_lrfast.Schedule):
         return hash(repr(self))
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{name}={value!r}" for name, value in self._params.items())
+        args = ", ".join(f"{name}={_repr(value)}" for name, value in self._params.items())
         return f"{type(self).__name__}({args})"
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,6 +134,13 @@ def _as_schedule(value: Union[Schedule, float]) -> Schedule:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return Constant(float(value))
     raise TypeError(f"cannot multiply a schedule by {type(value).__name__}")
+
+
+def _repr(value: Any) -> str:
+    # A function reads as its name, as it would be written in the constructor call.
+    if callable(value) and not isinstance(value, Schedule) and hasattr(value, "__qualname__"):
+        return str(value.__qualname__)
+    return repr(value)
 
 
 def _encode(value: Any) -> Any:
@@ -421,7 +430,8 @@ class CosineDecay(Schedule):
 
 
 class CosineDecayRestarts(Schedule):
-    """Cosine decay with restarts (Keras): periods grow by ``t_mul``, peaks by ``m_mul``."""
+    """Cosine decay with restarts (Keras): periods grow by ``t_mul`` (>= 1; Keras' formula gives
+    NaN once shrinking periods run out), peaks are scaled by ``m_mul`` at each restart."""
 
     def __init__(
         self,
