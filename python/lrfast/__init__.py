@@ -14,7 +14,9 @@ the state for you, and :mod:`lrfast.reference` holds a plain NumPy version of ev
 
 Learning-rate schedules live in :mod:`lrfast.schedules` (``lr=`` of any kernel or optimizer
 accepts one); :class:`ReduceLROnPlateau` and :class:`EarlyStopping` react to the loss;
-:mod:`lrfast.plot` draws schedules.
+:mod:`lrfast.plot` draws schedules. To choose the rate: :func:`lr_range_test`,
+:func:`sensitivity`, :func:`diagnose`, and the hypergradient optimizers :class:`SGDHD` and
+:class:`AdamHD`; ``python -m lrfast demo`` runs them all on real data.
 """
 
 from . import plot, schedules
@@ -35,6 +37,8 @@ from ._lrfast import (
     sgd_step,
     simd_level,
 )
+from .finder import RangeTestResult, lr_range_test
+from .hypergradient import SGDHD, AdamHD, adam_hd_step, sgd_hd_step
 from .monitor import EarlyStopping, ReduceLROnPlateau
 from .optim import (
     SGD,
@@ -49,6 +53,7 @@ from .optim import (
     RMSprop,
     state_like,
 )
+from .sensitivity import Diagnosis, SensitivityResult, diagnose, log_grid, sensitivity
 from .threads import threads
 
 __version__ = "0.1.0"
@@ -85,4 +90,15 @@ __all__ = [
     "plot",
     "ReduceLROnPlateau",
     "EarlyStopping",
+    "lr_range_test",
+    "RangeTestResult",
+    "sensitivity",
+    "SensitivityResult",
+    "log_grid",
+    "diagnose",
+    "Diagnosis",
+    "sgd_hd_step",
+    "adam_hd_step",
+    "SGDHD",
+    "AdamHD",
 ]

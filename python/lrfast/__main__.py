@@ -1,5 +1,6 @@
 """``python -m lrfast``: command-line entry points.
 
+``python -m lrfast demo`` runs the learning-rate study on handwritten digits (lrfast.demo).
 ``python -m lrfast train`` trains a small multilayer perceptron on a synthetic two-spirals
 problem with lrfast's optimizers and prints the loss and accuracy per epoch.
 """
@@ -41,12 +42,19 @@ def two_spirals(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarra
 
 
 class MLP:
-    """x → tanh(x·W1 + b1) → tanh(·W2 + b2) → ·W3 + b3 → softmax; plain NumPy."""
+    """x → f(x·W1 + b1) → f(·W2 + b2) → ·W3 + b3 → softmax, f = tanh or ReLU; plain NumPy.
 
-    def __init__(self, sizes: Sequence[int], rng: np.random.Generator) -> None:
+    Weights start Gaussian with variance 1/fan_in (tanh) or 2/fan_in (ReLU, He et al.)."""
+
+    def __init__(
+        self, sizes: Sequence[int], rng: np.random.Generator, activation: str = "tanh"
+    ) -> None:
+        if activation not in ("tanh", "relu"):
+            raise ValueError(f"activation must be 'tanh' or 'relu', got {activation!r}")
+        self.relu = activation == "relu"
         self.params: list[np.ndarray] = []
         for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
-            scale = np.sqrt(1.0 / fan_in)
+            scale = np.sqrt((2.0 if self.relu else 1.0) / fan_in)
             self.params.append(rng.normal(0.0, scale, (fan_in, fan_out)).astype(np.float32))
             self.params.append(np.zeros(fan_out, np.float32))
 
@@ -57,7 +65,7 @@ class MLP:
         for i in range(layers):
             h = h @ self.params[2 * i] + self.params[2 * i + 1]
             if i < layers - 1:
-                h = np.tanh(h)
+                h = np.maximum(h, 0.0) if self.relu else np.tanh(h)
             activations.append(h)
         return h, activations
 
@@ -76,7 +84,8 @@ class MLP:
             grads[2 * i] = np.ascontiguousarray(acts[i].T @ delta)
             grads[2 * i + 1] = delta.sum(axis=0)
             if i > 0:
-                delta = (delta @ self.params[2 * i].T) * (1.0 - acts[i] ** 2)
+                back = delta @ self.params[2 * i].T
+                delta = back * (acts[i] > 0) if self.relu else back * (1.0 - acts[i] ** 2)
         return loss, grads
 
     def accuracy(self, x: np.ndarray, y: np.ndarray) -> float:
@@ -116,11 +125,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p_train.add_argument("--batch-size", type=int, default=64)
     p_train.add_argument("--seed", type=int, default=0)
     commands.add_parser("bench", help="benchmarks (see lrfast bench --help)", add_help=False)
+    commands.add_parser(
+        "demo", help="the learning-rate study on digits (see lrfast demo --help)", add_help=False
+    )
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
         from .bench import main as bench_main
 
         return bench_main(argv[1:])
+    if argv[:1] == ["demo"]:
+        from .demo import main as demo_main
+
+        return demo_main(argv[1:])
     args = parser.parse_args(argv)
     if args.command == "train":
         train(args.optimizer, args.epochs, args.batch_size, args.seed)

@@ -1,0 +1,360 @@
+"""``python -m lrfast demo``: the classic learning-rate experiments, on real data, in a minute.
+
+A two-layer perceptron in NumPy (64 → 128 ReLU → 10, softmax, He initialization) learns
+scikit-learn's bundled handwritten digits (1,797 8×8 images; no network needed), every update an
+lrfast kernel. The
+sections reproduce what practitioners see:
+
+1. ``fixed``: plain SGD at a rate too high, too low and well chosen;
+2. ``sensitivity``: the U-shaped curve of final loss against rate, coarse to fine;
+3. ``range``: the learning-rate range test, its suggestion, and a run at it;
+4. ``optimizers``: SGD, momentum, Nesterov, Adagrad, RMSprop, Adadelta, Adam, AdamW, Adam-HD;
+5. ``schedules``: constant, step, exponential, cosine, warm restarts, cyclical, one-cycle and
+   plateau reduction, at the same peak rate.
+
+It prints tables and writes a report folder (``report.md`` and PNG plots).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from . import optim, schedules
+from .__main__ import MLP
+from .finder import lr_range_test
+from .hypergradient import AdamHD
+from .monitor import ReduceLROnPlateau
+from .sensitivity import diagnose, log_grid, sensitivity
+
+SECTIONS = ("fixed", "sensitivity", "range", "optimizers", "schedules")
+BATCH = 64
+
+
+@dataclass
+class Data:
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+
+
+def load_digits_split(seed: int) -> Data:
+    """scikit-learn's digits, 75% train / 25% test, float32, pixel intensities 0-16 as
+    scikit-learn ships them. Unscaled inputs are where the rate matters most: the usable range
+    is narrow, and the failures on either side are plain to see."""
+    try:
+        from sklearn.datasets import load_digits  # type: ignore[import-untyped]
+    except ImportError as err:
+        raise SystemExit(
+            "the demo needs scikit-learn and matplotlib: pip install 'lrfast[demo]'"
+        ) from err
+    x, y = load_digits(return_X_y=True)
+    order = np.random.default_rng(seed).permutation(len(x))
+    x, y = x[order].astype(np.float32), y[order]
+    cut = int(0.75 * len(x))
+    return Data(x[:cut], y[:cut], x[cut:], y[cut:])
+
+
+@dataclass
+class Run:
+    """One training run: losses per epoch (train, mean over its mini-batches), test accuracy."""
+
+    label: str
+    lr: float
+    epoch_losses: list[float] = field(default_factory=list)
+    lrs: list[float] = field(default_factory=list)
+    test_accuracy: float = math.nan
+    seconds: float = 0.0
+
+    @property
+    def final_loss(self) -> float:
+        return self.epoch_losses[-1] if self.epoch_losses else math.nan
+
+
+def train(
+    data: Data,
+    make_optimizer: Callable[[list[np.ndarray]], Any],
+    epochs: int,
+    seed: int,
+    label: str = "",
+    on_epoch: Optional[Callable[[Any, float], None]] = None,
+) -> Run:
+    """Trains a fresh MLP; stops early (loss NaN/Inf) and records what happened."""
+    rng = np.random.default_rng(seed)
+    model = MLP([64, 128, 10], rng, "relu")
+    opt = make_optimizer(model.params)
+    run = Run(label, float(opt.lr))
+    start = time.perf_counter()
+    with np.errstate(all="ignore"):
+        for _ in range(epochs):
+            order = rng.permutation(len(data.x_train))
+            losses = []
+            for i in range(0, len(order), BATCH):
+                batch = order[i : i + BATCH]
+                loss, grads = model.loss_and_grads(data.x_train[batch], data.y_train[batch])
+                losses.append(loss)
+                if not math.isfinite(loss):
+                    break
+                opt.step(grads)
+            epoch_loss = float(np.mean(losses))
+            run.epoch_losses.append(epoch_loss)
+            run.lrs.append(float(opt.lr))
+            if not math.isfinite(epoch_loss) or epoch_loss > 1e3:
+                break
+            if on_epoch is not None:
+                on_epoch(opt, epoch_loss)
+        run.test_accuracy = model.accuracy(data.x_test, data.y_test)
+    run.seconds = time.perf_counter() - start
+    return run
+
+
+def _verdict(run: Run) -> str:
+    """diagnose()'s short verdict on a run's epoch losses."""
+    if len(run.epoch_losses) < 8:
+        return "too_high (diverged)" if not math.isfinite(run.final_loss) else ""
+    d = diagnose(run.epoch_losses)
+    return d.verdict + (f" ({d.kind})" if d.kind else "")
+
+
+def _table(rows: Sequence[Run]) -> str:
+    head = "| run | starting lr | final train loss | test accuracy | diagnose() |"
+    lines = [head, "|---|---|---|---|---|"]
+    for r in rows:
+        verdict = _verdict(r)
+        lines.append(
+            f"| {r.label} | {r.lr:.3g} | {r.final_loss:.4g} | {r.test_accuracy:.3f} | {verdict} |"
+        )
+    return "\n".join(lines)
+
+
+def _loss_plot(runs: Sequence[Run], path: Path, title: str) -> None:
+    from .plot import figure
+
+    fig = figure()
+    ax = fig.subplots()
+    for r in runs:
+        y = np.array(r.epoch_losses)
+        y = np.where(np.isfinite(y) & (y < 1e3), y, np.nan)
+        ax.plot(np.arange(1, len(y) + 1), y, label=f"{r.label} (acc {r.test_accuracy:.2f})")
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("train loss (log)")
+    ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.savefig(path, dpi=120)
+
+
+class Report:
+    """Collects Markdown sections and prints them as it goes."""
+
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.parts: list[str] = []
+
+    def add(self, text: str) -> None:
+        print(text + "\n", flush=True)
+        self.parts.append(text)
+
+    def image(self, name: str, caption: str) -> None:
+        self.parts.append(f"![{caption}]({name})")
+
+    def write(self) -> Path:
+        path = self.out / "report.md"
+        path.write_text("\n\n".join(self.parts) + "\n")
+        return path
+
+
+def _sgd_at(lr: float) -> Callable[[list[np.ndarray]], Any]:
+    return lambda params: optim.SGD(params, lr=lr)
+
+
+def _momentum_sgd_with(schedule: schedules.Schedule) -> Callable[[list[np.ndarray]], Any]:
+    return lambda params: optim.SGD(params, lr=schedule, momentum=0.9)
+
+
+def section_fixed(data: Data, epochs: int, seed: int, report: Report) -> None:
+    runs = [
+        train(data, _sgd_at(lr), epochs, seed, label)
+        for label, lr in (("too high", 0.5), ("too low", 1e-4), ("well chosen", 0.03))
+    ]
+    details = "\n".join(
+        f"- {r.label}: {diagnose(r.epoch_losses)}" for r in runs if len(r.epoch_losses) >= 8
+    )
+    report.add("## 1. Fixed rates, plain SGD\n\n" + _table(runs) + "\n\n" + details)
+    _loss_plot(runs, report.out / "fixed_rates.png", "plain SGD at three fixed rates")
+    report.image("fixed_rates.png", "loss curves at three fixed rates")
+
+
+def section_sensitivity(
+    data: Data, epochs: int, seed: int, report: Report, progress: bool
+) -> float:
+    def run_at(lr: float) -> dict[str, Any]:
+        r = train(data, lambda p: optim.SGD(p, lr=lr), epochs, seed)
+        return {"loss": r.final_loss, "metric": r.test_accuracy, "history": r.epoch_losses}
+
+    grid = log_grid(1e-5, 1.0, per_decade=2).tolist()
+    result = sensitivity(run_at, grid, refine=1, refine_points=3, progress=progress)
+    report.add(
+        "## 2. Sensitivity: final loss against rate (plain SGD)\n\n"
+        "A log grid of two points per decade from 1e-5 to 1, then one finer round around the "
+        f"best. Best rate: **{result.best_lr:.3g}**. (metric = test accuracy)\n\n"
+        f"```\n{result.table()}\n```"
+    )
+    result.plot(report.out / "sensitivity.png")
+    report.image("sensitivity.png", "final loss against learning rate")
+    return result.best_lr
+
+
+def section_range(data: Data, epochs: int, seed: int, report: Report, progress: bool) -> float:
+    rng = np.random.default_rng(seed)
+    model = MLP([64, 128, 10], rng, "relu")
+    opt = optim.SGD(model.params, lr=0.0)
+    before = [p.copy() for p in model.params]
+
+    def loss_fn(batch_rng: np.random.Generator) -> tuple[float, list[np.ndarray]]:
+        batch = batch_rng.integers(0, len(data.x_train), BATCH)
+        return model.loss_and_grads(data.x_train[batch], data.y_train[batch])
+
+    with np.errstate(all="ignore"):
+        result = lr_range_test(
+            optimizer=opt, loss_fn=loss_fn, start_lr=1e-6, end_lr=10.0, num_steps=200,
+            seed=seed, progress=progress,
+        )  # fmt: skip
+    restored = all(np.array_equal(a, b) for a, b in zip(before, model.params))
+    suggestion = result.suggestion
+    run = train(data, lambda p: optim.SGD(p, lr=suggestion), epochs, seed, "at the suggestion")
+    report.add(
+        "## 3. Learning-rate range test (plain SGD, 200 mini-batches, 1e-6 to 10)\n\n"
+        f"```\n{result.summary()}\n```\n\n"
+        f"Model restored exactly after the sweep: {restored}. Training {epochs} epochs at the "
+        f"suggested rate {suggestion:.3g}: final loss {run.final_loss:.4g}, test accuracy "
+        f"**{run.test_accuracy:.3f}**."
+    )
+    result.plot(report.out / "range_test.png")
+    report.image("range_test.png", "range test: loss against rate")
+    return suggestion
+
+
+def section_optimizers(
+    data: Data, epochs: int, seed: int, report: Report, sgd_lr: float
+) -> None:  # fmt: skip
+    makers: dict[str, tuple[Callable[[list[np.ndarray]], Any], float]] = {
+        "SGD": (lambda p: optim.SGD(p, lr=sgd_lr), sgd_lr),
+        "SGD momentum": (lambda p: optim.SGD(p, lr=sgd_lr / 10, momentum=0.9), sgd_lr / 10),
+        "Nesterov": (
+            lambda p: optim.SGD(p, lr=sgd_lr / 10, momentum=0.9, nesterov=True),
+            sgd_lr / 10,
+        ),
+        "Adagrad": (lambda p: optim.Adagrad(p, lr=0.05), 0.05),
+        "RMSprop": (lambda p: optim.RMSprop(p, lr=1e-3), 1e-3),
+        "Adadelta": (lambda p: optim.Adadelta(p, lr=1.0), 1.0),
+        "Adam": (lambda p: optim.Adam(p, lr=1e-3), 1e-3),
+        "AdamW": (lambda p: optim.AdamW(p, lr=1e-3), 1e-3),
+        "Adam-HD": (lambda p: AdamHD(p, lr=1e-3, hypergrad_lr=1e-7), 1e-3),
+    }
+    runs = [train(data, make, epochs, seed, name) for name, (make, _) in makers.items()]
+    hd = runs[-1]
+    report.add(
+        "## 4. Optimizers (default rates; SGD at the range test's suggestion, momentum "
+        "variants at a tenth of it)\n\n"
+        + _table(runs)
+        + f"\n\nAdam-HD moved its rate from {hd.lr:.3g} to {hd.lrs[-1]:.3g} by itself."
+    )
+    _loss_plot(runs, report.out / "optimizers.png", "optimizers")
+    report.image("optimizers.png", "loss curves of nine optimizers")
+
+
+def section_schedules(data: Data, epochs: int, seed: int, report: Report, peak: float) -> None:
+    steps = epochs * math.ceil(len(data.x_train) / BATCH)
+    S = schedules
+    shapes: dict[str, schedules.Schedule] = {
+        "constant": S.Constant(peak),
+        "step": S.StepLR(peak, step_size=steps // 3, gamma=0.3),
+        "exponential": S.ExponentialLR(peak, gamma=0.01 ** (1 / steps)),
+        "cosine": S.CosineAnnealingLR(peak, T_max=steps),
+        "warm restarts": S.CosineAnnealingWarmRestarts(peak, T_0=steps // 7, T_mult=2),
+        "cyclical": S.CyclicLR(peak / 4, peak, step_size_up=steps // 8, mode="triangular2"),
+        "one-cycle": S.OneCycleLR(peak, total_steps=steps),
+    }
+    runs = [train(data, _momentum_sgd_with(s), epochs, seed, name) for name, s in shapes.items()]
+
+    def plateau_run() -> Run:
+        holder: dict[str, ReduceLROnPlateau] = {}
+
+        def on_epoch(opt: Any, loss: float) -> None:
+            if "p" not in holder:
+                holder["p"] = ReduceLROnPlateau(opt, factor=0.3, patience=1, threshold=0.05)
+            holder["p"].step(loss)
+
+        make = lambda p: optim.SGD(p, lr=peak, momentum=0.9)  # noqa: E731
+        return train(data, make, epochs, seed, "plateau", on_epoch)
+
+    runs.append(plateau_run())
+    report.add(
+        f"## 5. Schedules (SGD with momentum 0.9, peak rate {peak:.3g}, {steps} updates)\n\n"
+        + _table(runs)
+    )
+    from .plot import schedules as plot_schedules
+
+    plot_schedules(shapes, steps, path=report.out / "schedule_shapes.png", title="shapes")
+    _loss_plot(runs, report.out / "schedules.png", "schedules")
+    report.image("schedule_shapes.png", "schedule shapes")
+    report.image("schedules.png", "loss curves under each schedule")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="lrfast demo", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--sections", default=",".join(SECTIONS), help=f"comma-separated, of {','.join(SECTIONS)}"
+    )
+    parser.add_argument("--epochs", type=int, default=30, help="epochs per training run")
+    parser.add_argument("--out", default="lrfast-report", help="report folder")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
+    unknown = set(chosen) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as err:
+        raise SystemExit(
+            "the demo needs scikit-learn and matplotlib: pip install 'lrfast[demo]'"
+        ) from err
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_digits_split(args.seed)
+    report = Report(out)
+    report.add(
+        "# lrfast demo: the learning rate on handwritten digits\n\n"
+        f"MLP 64-128-10 (ReLU), {len(data.x_train)} training / {len(data.x_test)} test images "
+        "(pixels 0-16, unscaled), "
+        f"mini-batches of {BATCH}, {args.epochs} epochs per run, seed {args.seed}."
+    )
+    start = time.perf_counter()
+    progress = not args.no_progress
+    suggestion = 0.1
+    if "fixed" in chosen:
+        section_fixed(data, args.epochs, args.seed, report)
+    if "sensitivity" in chosen:
+        section_sensitivity(data, args.epochs, args.seed, report, progress)
+    if "range" in chosen:
+        suggestion = section_range(data, args.epochs, args.seed, report, progress)
+    if "optimizers" in chosen:
+        section_optimizers(data, args.epochs, args.seed, report, suggestion)
+    if "schedules" in chosen:
+        section_schedules(data, args.epochs, args.seed, report, suggestion)
+    report.add(f"_Done in {time.perf_counter() - start:.0f} s._")
+    path = report.write()
+    print(f"report written to {path}")
+    return 0

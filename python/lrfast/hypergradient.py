@@ -1,0 +1,275 @@
+"""Hypergradient descent (Baydin et al., 2018, "Online Learning Rate Adaptation with
+Hypergradient Descent"): the rate learns itself.
+
+Each step first moves the rate along the hypergradient, the dot product of this step's gradient
+with the previous update direction (over all parameters together), then takes the usual step:
+
+- SGD-HD: ``α_t = α_{t−1} + β·⟨g_t, d_{t−1}⟩``, ``d`` the SGD direction (the momentum buffer with
+  momentum, else the gradient), then the SGD step with ``α_t``;
+- Adam-HD: ``α_t = α_{t−1} + β·⟨g_t, u_{t−1}⟩``, ``u_{t−1} = m̂/(√v̂ + eps)`` of the previous
+  step, then the Adam step with ``α_t``.
+
+``β`` is ``hypergrad_lr``. The published method has no guard against the rate running away;
+lrfast clamps ``α`` to ``[lr_min, lr_max]``. The dot product is accumulated in float64 by
+NumPy's pairwise summation, on one thread, so it gives the same bits with any thread count; the
+update itself is lrfast's fused kernel. ``g`` is the gradient as the step uses it (after
+``maximize`` and weight decay).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any, ClassVar, Union
+
+import numpy as np
+
+from . import _lrfast
+from .optim import Optimizer, Params, _as_list, state_like
+
+__all__ = ["sgd_hd_step", "adam_hd_step", "SGDHD", "AdamHD"]
+
+Arrays = Union[np.ndarray, Sequence[np.ndarray]]
+
+
+def _check(
+    lr: float, hypergrad_lr: float, lr_min: float, lr_max: float, step: int
+) -> None:  # fmt: skip
+    for name, value in (("lr", lr), ("hypergrad_lr", hypergrad_lr), ("lr_min", lr_min)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be finite and >= 0, got {value}")
+    if not (lr_max >= lr_min):
+        raise ValueError(f"lr_max must be >= lr_min, got lr_max={lr_max} and lr_min={lr_min}")
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 1:
+        raise ValueError(f"step must be an integer >= 1, got {step!r}")
+
+
+def _lists(**arrays: Arrays) -> dict[str, list[np.ndarray]]:
+    """Each argument as a list, checked for matching count, shape and dtype against param."""
+    out = {name: _as_list(value, name) for name, value in arrays.items()}
+    params = out["param"]
+    for name, items in out.items():
+        if len(items) != len(params):
+            raise ValueError(f"{name} has {len(items)} arrays but param has {len(params)}")
+        for i, (a, p) in enumerate(zip(items, params)):
+            if a.shape != p.shape or a.dtype != p.dtype:
+                raise ValueError(
+                    f"{name}[{i}] has shape {a.shape} and dtype {a.dtype}; param[{i}] has "
+                    f"{p.shape} and {p.dtype}"
+                )
+    return out
+
+
+def _effective_grad(
+    g: np.ndarray, p: np.ndarray, weight_decay: float, maximize: bool
+) -> np.ndarray:  # fmt: skip
+    g64 = -g.astype(np.float64) if maximize else g.astype(np.float64)
+    if weight_decay:
+        g64 += weight_decay * p.astype(np.float64)
+    return g64
+
+
+def _dot(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
+    """Σ a·b over every pair, in float64, pairwise, on one thread: deterministic."""
+    return float(sum(float(np.sum(a.ravel() * b.ravel())) for a, b in pairs))
+
+
+def _clamp(value: float, low: float, high: float) -> float:
+    return min(max(value, low), high)
+
+
+def sgd_hd_step(
+    param: Arrays,
+    grad: Arrays,
+    direction: Arrays,
+    *,
+    step: int,
+    lr: float,
+    hypergrad_lr: float = 1e-3,
+    lr_min: float = 0.0,
+    lr_max: float = math.inf,
+    momentum: float = 0.0,
+    dampening: float = 0.0,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> float:
+    """One SGD-HD update in place; returns the new rate ``α_t`` (pass it as ``lr`` next time).
+
+    ``direction`` holds the previous update direction (zeros before the first step) and is
+    updated to this step's: it is the momentum buffer when ``momentum > 0``.
+    """
+    _check(lr, hypergrad_lr, lr_min, lr_max, step)
+    arrays = _lists(param=param, grad=grad, direction=direction)
+    hyper = _dot(
+        [
+            (_effective_grad(g, p, weight_decay, maximize), d.astype(np.float64))
+            for p, g, d in zip(arrays["param"], arrays["grad"], arrays["direction"])
+        ]
+    )
+    alpha = _clamp(lr + hypergrad_lr * hyper, lr_min, lr_max)
+    if momentum > 0:
+        _lrfast.sgd_step(
+            arrays["param"], arrays["grad"], arrays["direction"], step=step, lr=alpha,
+            momentum=momentum, dampening=dampening, weight_decay=weight_decay, maximize=maximize,
+        )  # fmt: skip
+        return alpha
+    # Without momentum the direction is the effective gradient itself: keep it, then step.
+    for i, (p, g, d) in enumerate(zip(arrays["param"], arrays["grad"], arrays["direction"])):
+        for name, a in (("param", p), ("direction", d)):
+            if not (a.flags.writeable and a.flags.c_contiguous):
+                raise ValueError(f"{name}[{i}] must be writeable and C-contiguous")
+        if np.shares_memory(d, p) or np.shares_memory(d, g):
+            raise ValueError(f"direction[{i}] shares memory with param[{i}] or grad[{i}]")
+    for p, g, d in zip(arrays["param"], arrays["grad"], arrays["direction"]):
+        np.negative(g, out=d) if maximize else np.copyto(d, g)
+        if weight_decay:
+            d += p * p.dtype.type(weight_decay)
+    _lrfast.sgd_step(arrays["param"], arrays["direction"], step=step, lr=alpha)
+    return alpha
+
+
+def adam_hd_step(
+    param: Arrays,
+    grad: Arrays,
+    exp_avg: Arrays,
+    exp_avg_sq: Arrays,
+    *,
+    step: int,
+    lr: float,
+    hypergrad_lr: float = 1e-7,
+    lr_min: float = 0.0,
+    lr_max: float = math.inf,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    maximize: bool = False,
+) -> float:
+    """One Adam-HD update in place; returns the new rate ``α_t``.
+
+    ``u_{t−1}`` is recomputed from ``exp_avg`` and ``exp_avg_sq`` before they are updated (with
+    the bias corrections of step ``t − 1``), so Adam-HD needs no state beyond Adam's.
+    """
+    _check(lr, hypergrad_lr, lr_min, lr_max, step)
+    arrays = _lists(param=param, grad=grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
+    beta1, beta2 = betas
+    alpha = lr
+    if step > 1:
+        bc1, bc2 = 1 - beta1 ** (step - 1), 1 - beta2 ** (step - 1)
+        hyper = _dot(
+            [
+                (
+                    _effective_grad(g, p, weight_decay, maximize),
+                    (m.astype(np.float64) / bc1) / (np.sqrt(v.astype(np.float64) / bc2) + eps),
+                )
+                for p, g, m, v in zip(
+                    arrays["param"], arrays["grad"], arrays["exp_avg"], arrays["exp_avg_sq"]
+                )
+            ]
+        )
+        alpha = _clamp(lr + hypergrad_lr * hyper, lr_min, lr_max)
+    _lrfast.adam_step(
+        arrays["param"], arrays["grad"], arrays["exp_avg"], arrays["exp_avg_sq"], step=step,
+        lr=alpha, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
+    )  # fmt: skip
+    return alpha
+
+
+class _HypergradientOptimizer(Optimizer):
+    """Shared by SGDHD and AdamHD: the rate is state, learned each step."""
+
+    _hd_defaults: ClassVar[dict[str, Any]] = {
+        "lr_min": 0.0,
+        "lr_max": math.inf,
+    }
+
+    def __init__(self, params: Params, **hyperparameters: Any) -> None:
+        self.current_lr = float(hyperparameters.get("lr", self._defaults["lr"]))
+        super().__init__(params, **hyperparameters)
+        self.lr_history: list[float] = []
+
+    @property
+    def lr(self) -> float:
+        """The rate the last update used (the initial ``lr`` before the first)."""
+        return self.current_lr
+
+    @lr.setter
+    def lr(self, value: Any) -> None:
+        """Sets the current rate (a float: the rate is learned, so schedules do not apply)."""
+        self.current_lr = float(value)
+
+    def _check_hyperparameters(self) -> None:
+        d = self.defaults
+        _check(float(d["lr"]), float(d["hypergrad_lr"]), float(d["lr_min"]), float(d["lr_max"]), 1)
+
+    def _scalar_state(self) -> dict[str, float]:
+        return {"current_lr": self.current_lr}
+
+    def _load_scalar_state(self, scalars: dict[str, float]) -> None:
+        self.current_lr = float(scalars.get("current_lr", self.defaults["lr"]))
+
+    def _hd_step(self, grads: list[np.ndarray], step: int) -> float:
+        raise NotImplementedError
+
+    def step(self, grads: Params) -> None:
+        """One update of every parameter, the rate first moved along its hypergradient."""
+        if self.max_grad_norm is not None:
+            raise ValueError("max_grad_norm is not supported with hypergradient optimizers")
+        grads = self._check_grads(grads)
+        for p, s in zip(self.params, self.state):
+            for name in self._state_names():
+                if name not in s:
+                    s[name] = state_like(p, self._state_names().index(name))
+        step = self.step_count + 1
+        self.current_lr = self._hd_step(grads, step)
+        self.lr_history.append(self.current_lr)
+        self.step_count = step
+
+
+class SGDHD(_HypergradientOptimizer):
+    """SGD-HD: SGD whose rate follows its hypergradient; see :func:`sgd_hd_step`."""
+
+    _kernel = staticmethod(sgd_hd_step)
+    _defaults = {
+        "lr": 1e-2,
+        "hypergrad_lr": 1e-3,
+        "momentum": 0.0,
+        "dampening": 0.0,
+        "weight_decay": 0.0,
+        "maximize": False,
+        **_HypergradientOptimizer._hd_defaults,
+    }
+
+    def _state_names(self) -> tuple[str, ...]:
+        return ("direction",)
+
+    def _hd_step(self, grads: list[np.ndarray], step: int) -> float:
+        d = {k: v for k, v in self.defaults.items() if k != "lr"}
+        return sgd_hd_step(
+            self.params, grads, [s["direction"] for s in self.state], step=step,
+            lr=self.current_lr, **d,
+        )  # fmt: skip
+
+
+class AdamHD(_HypergradientOptimizer):
+    """Adam-HD: Adam whose rate follows its hypergradient; see :func:`adam_hd_step`."""
+
+    _kernel = staticmethod(adam_hd_step)
+    _defaults = {
+        "lr": 1e-3,
+        "hypergrad_lr": 1e-7,
+        "betas": (0.9, 0.999),
+        "eps": 1e-8,
+        "weight_decay": 0.0,
+        "maximize": False,
+        **_HypergradientOptimizer._hd_defaults,
+    }
+
+    def _state_names(self) -> tuple[str, ...]:
+        return ("exp_avg", "exp_avg_sq")
+
+    def _hd_step(self, grads: list[np.ndarray], step: int) -> float:
+        d = {k: v for k, v in self.defaults.items() if k != "lr"}
+        return adam_hd_step(
+            self.params, grads, [s["exp_avg"] for s in self.state],
+            [s["exp_avg_sq"] for s in self.state], step=step, lr=self.current_lr, **d,
+        )  # fmt: skip
