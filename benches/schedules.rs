@@ -77,13 +77,12 @@ fn rate(c: &mut Criterion) {
 fn evaluate(c: &mut Criterion) {
     let len = STEPS as usize;
     let steps: Vec<u64> = (0..STEPS).collect();
-    let mut out = vec![0.0; len];
     let mut group = c.benchmark_group("evaluate");
     group.sample_size(10);
     group.throughput(Throughput::Elements(len as u64));
     for (name, schedule) in schedules() {
         group.bench_with_input(BenchmarkId::new(name, len), &steps, |b, steps| {
-            b.iter(|| schedule.evaluate(steps, &mut out).unwrap())
+            b.iter(|| schedule.evaluate(steps).unwrap())
         });
     }
     group.finish();

@@ -829,24 +829,24 @@ impl Schedule {
         }
     }
 
-    /// Writes `rate(steps[i])` to `out[i]`, over threads for long arrays of a schedule without a
-    /// callback. `out` and `steps` have the same length.
-    pub fn evaluate(&self, steps: &[u64], out: &mut [f64]) -> Result<(), CallbackError> {
-        assert_eq!(steps.len(), out.len(), "steps and out differ in length");
-        let serial = |steps: &[u64], out: &mut [f64]| -> Result<(), CallbackError> {
-            for (o, &t) in out.iter_mut().zip(steps) {
-                *o = self.rate(t)?;
-            }
-            Ok(())
-        };
+    /// `rate(t)` for every step of `steps`, over threads for long arrays of a schedule without
+    /// a callback (the output is written once, in place, by the threads).
+    pub fn evaluate(&self, steps: &[u64]) -> Result<Vec<f64>, CallbackError> {
         if self.has_callback() || steps.len() < EVALUATE_PARALLEL_LEN {
-            return serial(steps, out);
+            return steps.iter().map(|&t| self.rate(t)).collect();
         }
+        let mut out = Vec::new();
         parallel::install(|| {
-            out.par_chunks_mut(EVALUATE_CHUNK)
-                .zip(steps.par_chunks(EVALUATE_CHUNK))
-                .try_for_each(|(out, steps)| serial(steps, out))
-        })
+            steps
+                .par_iter()
+                .with_min_len(EVALUATE_CHUNK)
+                .map(|&t| match self.rate(t) {
+                    Ok(rate) => rate,
+                    Err(_) => unreachable!("only user callbacks fail, and they run serially"),
+                })
+                .collect_into_vec(&mut out)
+        });
+        Ok(out)
     }
 }
 
@@ -989,8 +989,7 @@ mod tests {
             max_momentum: 0.9,
         });
         let steps: Vec<u64> = (0..100_000).map(|i| i * 7919 % 100_003).collect();
-        let mut out = vec![0.0; steps.len()];
-        schedule.evaluate(&steps, &mut out).unwrap();
+        let out = schedule.evaluate(&steps).unwrap();
         for (&t, &o) in steps.iter().zip(&out) {
             assert_eq!(o.to_bits(), schedule.rate(t).unwrap().to_bits());
         }

@@ -91,9 +91,12 @@ class Schedule(_lrfast.Schedule):
             return np.empty(array.shape, dtype=np.float64)
         if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
             raise TypeError(f"steps must be integers, got dtype {array.dtype}")
-        if array.min() < 0:
-            raise ValueError(f"steps must be >= 0, got {array.min()}")
-        flat = np.ascontiguousarray(array, dtype=np.uint64).reshape(-1)
+        low = array.min()
+        if low < 0:
+            raise ValueError(f"steps must be >= 0, got {low}")
+        flat = np.ascontiguousarray(array).reshape(-1)
+        # Non-negative int64 (NumPy's default) is read as uint64 in place, without a copy.
+        flat = flat.view(np.uint64) if flat.dtype == np.int64 else flat.astype(np.uint64)
         return self._evaluate(flat).reshape(array.shape)
 
     # -- values --------------------------------------------------------------------------

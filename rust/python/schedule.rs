@@ -365,11 +365,10 @@ impl PySchedule {
     ) -> PyResult<Bound<'py, PyArray1<f64>>> {
         let schedule = self.schedule()?.clone();
         let steps = steps.as_slice()?;
-        let mut out = vec![0.0; steps.len()];
-        if schedule.has_callback() {
-            schedule.evaluate(steps, &mut out)
+        let out = if schedule.has_callback() {
+            schedule.evaluate(steps)
         } else {
-            py.detach(|| schedule.evaluate(steps, &mut out))
+            py.detach(|| schedule.evaluate(steps))
         }
         .map_err(callback_error)?;
         Ok(PyArray1::from_vec(py, out))
