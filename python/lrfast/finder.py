@@ -172,13 +172,9 @@ class RangeTestResult:
 
     def plot(self, path: Union[str, os.PathLike[str], None] = None, ax: Any = None) -> Any:
         """Loss against rate on a log axis, raw and smoothed, with the suggestions marked."""
-        from .plot import figure
+        from .plot import figure_and_axes
 
-        if ax is None:
-            fig = figure()
-            ax = fig.subplots()
-        else:
-            fig = ax.figure
+        fig, ax = figure_and_axes(ax)
         ax.plot(self.rates, self.losses, color="0.75", linewidth=1, label="loss")
         ax.plot(self.rates, self.centered, color="C0", linewidth=2, label="smoothed")
         ax.set_xscale("log")

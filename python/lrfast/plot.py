@@ -15,7 +15,7 @@ import numpy as np
 
 from .schedules import Schedule
 
-__all__ = ["figure", "schedules"]
+__all__ = ["figure", "figure_and_axes", "schedules"]
 
 Path = Union[str, "os.PathLike[str]"]
 
@@ -29,6 +29,14 @@ def figure(width: float = 7.0, height: float = 4.0) -> Any:
             "plotting needs matplotlib, which is optional: pip install 'lrfast[plot]'"
         ) from err
     return Figure(figsize=(width, height), layout="constrained")
+
+
+def figure_and_axes(ax: Any = None) -> tuple[Any, Any]:
+    """``(figure, axes)``: a new figure with one axes, or the given axes and its figure."""
+    if ax is None:
+        fig = figure()
+        return fig, fig.subplots()
+    return ax.figure, ax
 
 
 def schedules(
@@ -60,11 +68,7 @@ def schedules(
         if not isinstance(schedule, Schedule):
             raise TypeError(f"{label!r} is not an lrfast schedule: {schedule!r}")
     x = np.arange(steps) if isinstance(steps, (int, np.integer)) else np.asarray(steps)
-    if ax is None:
-        fig = figure()
-        ax = fig.subplots()
-    else:
-        fig = ax.figure
+    fig, ax = figure_and_axes(ax)
     for label, schedule in items.items():
         ax.plot(x, schedule.evaluate(x), label=label, linewidth=1.5)
     ax.set_xlabel("step")

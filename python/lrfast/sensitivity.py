@@ -62,13 +62,9 @@ class SensitivityResult:
 
     def plot(self, path: Union[str, os.PathLike[str], None] = None, ax: Any = None) -> Any:
         """The U-shaped curve: final (and best) loss against rate, log axis."""
-        from .plot import figure
+        from .plot import figure_and_axes
 
-        if ax is None:
-            fig = figure()
-            ax = fig.subplots()
-        else:
-            fig = ax.figure
+        fig, ax = figure_and_axes(ax)
         finite = np.isfinite(self.final)
         ax.plot(self.lrs[finite], self.final[finite], "o-", label="final loss")
         ax.plot(self.lrs, self.best, "s--", alpha=0.6, label="best loss")
