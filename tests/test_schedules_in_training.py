@@ -123,6 +123,15 @@ def test_cycle_momentum(cls: type[lrfast.Optimizer], name: str) -> None:
             assert a.tobytes() == b.tobytes()
 
 
+def test_cycle_momentum_survives_plateau_scaling() -> None:
+    schedule = S.OneCycleLR(0.01, total_steps=20)
+    params = make_params(np.float64)
+    opt = lrfast.Adam(params, lr=schedule, cycle_momentum=True)
+    opt.lr_scale = 0.5  # as ReduceLROnPlateau would set it
+    opt.step(grads_for(0, params))
+    assert opt.lr == pytest.approx(0.5 * schedule(1))
+
+
 def test_cycle_momentum_needs_a_cycling_schedule() -> None:
     params = make_params()
     with pytest.raises(ValueError, match="CyclicLR or OneCycleLR"):

@@ -287,6 +287,10 @@ def test_hypergradient_optimizers() -> None:
         lrfast.AdamHD([np.zeros(3)], lr_min=0.1, lr_max=0.01)
     with pytest.raises(ValueError, match="grad"):
         lrfast.sgd_hd_step(np.zeros(3), np.zeros(4), np.zeros(3), step=1, lr=0.1)
+    with pytest.raises(ValueError, match="momentum"):
+        lrfast.sgd_hd_step(np.zeros(3), np.zeros(3), np.zeros(3), step=1, lr=0.1, momentum=-0.5)
+    with pytest.raises(ValueError, match=r"betas\[0\]"):
+        lrfast.adam_hd_step(*(np.zeros(3) for _ in range(4)), step=2, lr=0.1, betas=(1.0, 0.9))
     frozen = np.zeros(3)
     frozen.flags.writeable = False
     with pytest.raises(ValueError, match="param"):

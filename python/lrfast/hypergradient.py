@@ -33,9 +33,12 @@ Arrays = Union[np.ndarray, Sequence[np.ndarray]]
 
 
 def _check(
-    lr: float, hypergrad_lr: float, lr_min: float, lr_max: float, step: int
+    lr: float, hypergrad_lr: float, lr_min: float, lr_max: float, step: int, **others: float
 ) -> None:  # fmt: skip
-    for name, value in (("lr", lr), ("hypergrad_lr", hypergrad_lr), ("lr_min", lr_min)):
+    """Checks everything the hypergradient uses before any array is read or written (the kernel
+    then checks the rest of its own arguments, before it writes)."""
+    named = (("lr", lr), ("hypergrad_lr", hypergrad_lr), ("lr_min", lr_min), *others.items())
+    for name, value in named:
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"{name} must be finite and >= 0, got {value}")
     if not (lr_max >= lr_min):
@@ -98,7 +101,10 @@ def sgd_hd_step(
     ``direction`` holds the previous update direction (zeros before the first step) and is
     updated to this step's: it is the momentum buffer when ``momentum > 0``.
     """
-    _check(lr, hypergrad_lr, lr_min, lr_max, step)
+    _check(
+        lr, hypergrad_lr, lr_min, lr_max, step,
+        momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+    )  # fmt: skip
     arrays = _lists(param=param, grad=grad, direction=direction)
     hyper = _dot(
         [
@@ -149,9 +155,12 @@ def adam_hd_step(
     ``u_{t−1}`` is recomputed from ``exp_avg`` and ``exp_avg_sq`` before they are updated (with
     the bias corrections of step ``t − 1``), so Adam-HD needs no state beyond Adam's.
     """
-    _check(lr, hypergrad_lr, lr_min, lr_max, step)
+    _check(lr, hypergrad_lr, lr_min, lr_max, step, eps=eps, weight_decay=weight_decay)
     arrays = _lists(param=param, grad=grad, exp_avg=exp_avg, exp_avg_sq=exp_avg_sq)
     beta1, beta2 = betas
+    for name, beta in (("betas[0]", beta1), ("betas[1]", beta2)):
+        if not 0 <= beta < 1:
+            raise ValueError(f"{name} must be in [0, 1), got {beta}")
     alpha = lr
     if step > 1:
         bc1, bc2 = 1 - beta1 ** (step - 1), 1 - beta2 ** (step - 1)
@@ -228,7 +237,6 @@ class _HypergradientOptimizer(Optimizer):
 class SGDHD(_HypergradientOptimizer):
     """SGD-HD: SGD whose rate follows its hypergradient; see :func:`sgd_hd_step`."""
 
-    _kernel = staticmethod(sgd_hd_step)
     _defaults = {
         "lr": 1e-2,
         "hypergrad_lr": 1e-3,
@@ -253,7 +261,6 @@ class SGDHD(_HypergradientOptimizer):
 class AdamHD(_HypergradientOptimizer):
     """Adam-HD: Adam whose rate follows its hypergradient; see :func:`adam_hd_step`."""
 
-    _kernel = staticmethod(adam_hd_step)
     _defaults = {
         "lr": 1e-3,
         "hypergrad_lr": 1e-7,

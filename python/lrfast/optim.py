@@ -236,7 +236,8 @@ class Optimizer:
         kwargs = self._kernel_kwargs()
         kwargs["lr"] = self._kernel_lr()
         if self.cycle_momentum:
-            momentum = kwargs["lr"].momentum(step - 1)
+            # The schedule itself: a scaled copy (lr_scale != 1) is a product, without momentum.
+            momentum = self.defaults["lr"].momentum(step - 1)
             if self._momentum_name == "betas":
                 kwargs["betas"] = (momentum, kwargs["betas"][1])
             else:
