@@ -182,7 +182,8 @@ class RangeTestResult:
         ax.set_ylabel("loss")
         finite = self.centered[np.isfinite(self.centered)]
         if len(finite):
-            low, high = finite.min(), finite[: max(1, self.burn_in + 1)].max()
+            raw = self.losses[np.isfinite(self.losses)]
+            low, high = min(finite.min(), raw.min()), finite[: max(1, self.burn_in + 1)].max()
             pad = 0.1 * (high - low) if high > low else 1.0
             ax.set_ylim(low - pad, high + 3 * pad)
         try:
