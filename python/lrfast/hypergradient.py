@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Union
 import numpy as np
 
 from . import _lrfast
-from .optim import Optimizer, Params, _as_list, state_like
+from .optim import Optimizer, Params, _as_list
 
 __all__ = ["sgd_hd_step", "adam_hd_step", "SGDHD", "AdamHD"]
 
@@ -224,10 +224,7 @@ class _HypergradientOptimizer(Optimizer):
         if self.max_grad_norm is not None:
             raise ValueError("max_grad_norm is not supported with hypergradient optimizers")
         grads = self._check_grads(grads)
-        for p, s in zip(self.params, self.state):
-            for name in self._state_names():
-                if name not in s:
-                    s[name] = state_like(p, self._state_names().index(name))
+        self._create_missing_state()
         step = self.step_count + 1
         self.current_lr = self._hd_step(grads, step)
         self.lr_history.append(self.current_lr)

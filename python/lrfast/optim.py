@@ -227,11 +227,8 @@ class Optimizer:
             self.last_grad_norm = norm
             coefficient = self.max_grad_norm / (norm + 1e-6)
             grad_scale = 1.0 if coefficient > 1.0 else coefficient  # NaN stays NaN, as in torch
+        self._create_missing_state()
         names = self._state_names()
-        for p, s in zip(self.params, self.state):
-            for name in names:
-                if name not in s:
-                    s[name] = self._initial_state(name, p)
         step = self.step_count + 1
         kwargs = self._kernel_kwargs()
         kwargs["lr"] = self._kernel_lr()
@@ -255,6 +252,14 @@ class Optimizer:
             )
         self.step_count = step
         self._after_step(result)
+
+    def _create_missing_state(self) -> None:
+        """Creates, on first use, the state arrays the current hyperparameters need."""
+        names = self._state_names()
+        for p, s in zip(self.params, self.state):
+            for name in names:
+                if name not in s:
+                    s[name] = self._initial_state(name, p)
 
     @property
     def _dtype_groups(self) -> list[list[int]]:
