@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use crate::real::{max_keep_nan, Real};
+use crate::real::{max_keep_nan, HalfFloat, Real};
 
 /// Elements per block of the reduction: fixed, so that results never depend on the threads.
 pub const BLOCK: usize = 1 << 13;
@@ -15,16 +15,50 @@ pub const BLOCK: usize = 1 << 13;
 /// Below this many elements in all, the norm is computed on the calling thread.
 const MIN_PARALLEL_LEN: usize = 1 << 17;
 
+/// An element whose magnitude a norm reads, as an `f64` (exact for every type lrfast stores).
+pub trait Magnitude: Copy + Sync {
+    fn magnitude(self) -> f64;
+}
+
+impl Magnitude for f32 {
+    #[inline(always)]
+    fn magnitude(self) -> f64 {
+        f64::from(self).abs()
+    }
+}
+
+impl Magnitude for f64 {
+    #[inline(always)]
+    fn magnitude(self) -> f64 {
+        self.abs()
+    }
+}
+
+impl Magnitude for half::f16 {
+    #[inline(always)]
+    fn magnitude(self) -> f64 {
+        // The `const` conversion is plain code; `to_f64` would test for F16C at every element.
+        self.to_f64_const().abs()
+    }
+}
+
+impl Magnitude for half::bf16 {
+    #[inline(always)]
+    fn magnitude(self) -> f64 {
+        self.to_f64_const().abs()
+    }
+}
+
 /// The sum of `|x|^p` over one block (`p = 2` and `p = 1` without `powf`), or the max of `|x|`
 /// when `p` is infinite, in `f64`.
 #[inline(always)]
-fn block_reduce<T: Real>(block: &[T], p: f64) -> f64 {
+fn block_reduce<T: Magnitude>(block: &[T], p: f64) -> f64 {
     const LANES: usize = 8;
     let mut acc = [0.0f64; LANES];
     let chunks = block.chunks_exact(LANES);
     let tail = chunks.remainder();
     let term = |x: T| -> f64 {
-        let a = x.to_f64().abs();
+        let a = x.magnitude();
         if p == 2.0 {
             a * a
         } else if p == 1.0 {
@@ -36,7 +70,7 @@ fn block_reduce<T: Real>(block: &[T], p: f64) -> f64 {
     if p.is_infinite() {
         let mut best = 0.0f64;
         for &x in block {
-            best = max_keep_nan(best, x.to_f64().abs());
+            best = max_keep_nan(best, x.magnitude());
         }
         return best;
     }
@@ -55,7 +89,7 @@ fn block_reduce<T: Real>(block: &[T], p: f64) -> f64 {
 /// The `p`-norm of all `grads` together (as PyTorch's `clip_grad_norm_` computes it: the norm
 /// of the per-array norms, which is the norm of everything), in `f64`. `p` is positive, `inf`
 /// for the largest magnitude.
-pub fn total_norm<T: Real>(grads: &[&[T]], p: f64) -> f64 {
+pub fn total_norm<T: Magnitude>(grads: &[&[T]], p: f64) -> f64 {
     let blocks: Vec<&[T]> = grads.iter().flat_map(|g| g.chunks(BLOCK)).collect();
     let total_len: usize = grads.iter().map(|g| g.len()).sum();
     let partials: Vec<f64> = if total_len >= MIN_PARALLEL_LEN {
@@ -99,6 +133,30 @@ pub fn clamp<T: Real>(grads: &mut [&mut [T]], limit: f64) {
                 *x
             }
         });
+    }
+}
+
+/// [`scale`] for 16-bit gradients: each product in `f32`, rounded back to `H`.
+pub fn scale_half<H: HalfFloat>(grads: &mut [&mut [H]], factor: f64) {
+    through_f32(grads, |block| scale(&mut [block], factor));
+}
+
+/// [`clamp`] for 16-bit gradients, in `f32` (the limit rounded to `f32`, then to `H`).
+pub fn clamp_half<H: HalfFloat>(grads: &mut [&mut [H]], limit: f64) {
+    through_f32(grads, |block| clamp(&mut [block], limit));
+}
+
+/// Applies `op` to the gradients widened to `f32`, a block at a time, and rounds them back.
+fn through_f32<H: HalfFloat>(grads: &mut [&mut [H]], op: impl Fn(&mut [f32])) {
+    const BLOCK_16: usize = 1024;
+    let mut buffer = [0.0f32; BLOCK_16];
+    for g in grads.iter_mut() {
+        for chunk in g.chunks_mut(BLOCK_16) {
+            let block = &mut buffer[..chunk.len()];
+            H::widen(chunk, block);
+            op(block);
+            H::narrow(block, chunk);
+        }
     }
 }
 
@@ -149,5 +207,23 @@ mod tests {
         assert_eq!(a[0], 1.0);
         assert!(a[1].is_nan());
         assert_eq!(a[2], -2.0);
+    }
+
+    #[test]
+    fn half_gradients_clip_in_f32_and_round_back() {
+        use half::{bf16, f16};
+        let values = [1.5f32, -3.0, 0.1, 7.0];
+        let mut h: Vec<f16> = values.iter().map(|&x| f16::from_f32(x)).collect();
+        let widened: Vec<f32> = h.iter().map(|x| x.to_f32()).collect();
+        let expected = total_norm(&[&widened[..]], 2.0);
+        assert_eq!(total_norm(&[&h[..]], 2.0), expected);
+        scale_half(&mut [&mut h[..]], 0.5);
+        for (x, w) in h.iter().zip(&widened) {
+            assert_eq!(*x, f16::from_f32(w * 0.5));
+        }
+        let mut b: Vec<bf16> = values.iter().map(|&x| bf16::from_f32(x)).collect();
+        clamp_half(&mut [&mut b[..]], 2.0);
+        let clamped: Vec<f32> = b.iter().map(|x| x.to_f32()).collect();
+        assert_eq!(clamped, [1.5, -2.0, bf16::from_f32(0.1).to_f32(), 2.0]);
     }
 }

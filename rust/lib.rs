@@ -16,7 +16,7 @@ pub mod simd;
 mod python;
 
 pub use error::Error;
-pub use optim::{check_call, check_lengths, step, step_many, Optimizer};
-pub use parallel::{num_threads, set_num_threads, Lanes, MAX_STATE};
-pub use real::Real;
+pub use optim::{check_call, check_lengths, step, step_many, step_mixed, Optimizer};
+pub use parallel::{num_threads, set_num_threads, Lanes, MixedLanes, MAX_STATE};
+pub use real::{HalfFloat, Real};
 pub use schedule::Schedule;

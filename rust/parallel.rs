@@ -8,8 +8,6 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use rayon::prelude::*;
 
-use crate::real::Real;
-
 /// How many state arrays an optimizer can carry besides the parameter and gradient.
 pub const MAX_STATE: usize = 3;
 
@@ -21,33 +19,92 @@ pub struct Lanes<'a, T> {
     pub state: [&'a mut [T]; MAX_STATE],
 }
 
-impl<'a, T> Lanes<'a, T> {
-    pub fn len(&self) -> usize {
+/// The arrays of one mixed-precision update: a 16-bit parameter (written) and gradient (read),
+/// `f32` state arrays (written, unused slots empty) and, optionally, an `f32` master copy of the
+/// parameter (written). With a master copy the update reads the master, not the 16-bit
+/// parameter, and writes both; without one it reads the 16-bit parameter.
+pub struct MixedLanes<'a, H> {
+    pub param: &'a mut [H],
+    pub grad: &'a [H],
+    pub master: Option<&'a mut [f32]>,
+    pub state: [&'a mut [f32]; MAX_STATE],
+}
+
+/// Arrays that can be cut into pieces for threads: every array at the same element index.
+pub trait Piece: Send + Sized {
+    fn len(&self) -> usize;
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Splits every array at `mid` (unused, empty arrays stay empty).
+    fn split_at(self, mid: usize) -> (Self, Self);
+}
+
+/// Splits each state slot at `mid`; empty (unused) slots stay empty on both sides.
+type States<'a, T> = [&'a mut [T]; MAX_STATE];
+
+fn split_states<T>(state: States<'_, T>, mid: usize) -> (States<'_, T>, States<'_, T>) {
+    let [s0, s1, s2] = state.map(|s| {
+        let at = mid.min(s.len());
+        s.split_at_mut(at)
+    });
+    ([s0.0, s1.0, s2.0], [s0.1, s1.1, s2.1])
+}
+
+impl<T: Send + Sync> Piece for Lanes<'_, T> {
+    fn len(&self) -> usize {
         self.param.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.param.is_empty()
-    }
-
-    /// Splits every array at `mid` (unused, empty state slots stay empty).
-    fn split_at(self, mid: usize) -> (Lanes<'a, T>, Lanes<'a, T>) {
+    fn split_at(self, mid: usize) -> (Self, Self) {
         let (p0, p1) = self.param.split_at_mut(mid);
         let (g0, g1) = self.grad.split_at(mid);
-        let [s0, s1, s2] = self.state.map(|s| {
-            let at = mid.min(s.len());
-            s.split_at_mut(at)
-        });
+        let (s0, s1) = split_states(self.state, mid);
         (
             Lanes {
                 param: p0,
                 grad: g0,
-                state: [s0.0, s1.0, s2.0],
+                state: s0,
             },
             Lanes {
                 param: p1,
                 grad: g1,
-                state: [s0.1, s1.1, s2.1],
+                state: s1,
+            },
+        )
+    }
+}
+
+impl<H: Send + Sync> Piece for MixedLanes<'_, H> {
+    fn len(&self) -> usize {
+        self.param.len()
+    }
+
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (p0, p1) = self.param.split_at_mut(mid);
+        let (g0, g1) = self.grad.split_at(mid);
+        let (m0, m1) = match self.master {
+            Some(master) => {
+                let (m0, m1) = master.split_at_mut(mid);
+                (Some(m0), Some(m1))
+            }
+            None => (None, None),
+        };
+        let (s0, s1) = split_states(self.state, mid);
+        (
+            MixedLanes {
+                param: p0,
+                grad: g0,
+                master: m0,
+                state: s0,
+            },
+            MixedLanes {
+                param: p1,
+                grad: g1,
+                master: m1,
+                state: s1,
             },
         )
     }
@@ -113,8 +170,8 @@ pub fn num_threads() -> usize {
 /// Applies `body` to pieces that together cover every element of `tensors` exactly once, in
 /// parallel when there is enough work. Large tensors are cut into pieces and small ones are
 /// handed out whole, so many small tensors spread over the threads as well as one large one.
-pub fn for_each_piece<T: Real>(tensors: Vec<Lanes<'_, T>>, body: &(impl Fn(Lanes<'_, T>) + Sync)) {
-    let total: usize = tensors.iter().map(Lanes::len).sum();
+pub fn for_each_piece<P: Piece>(tensors: Vec<P>, body: &(impl Fn(P) + Sync)) {
+    let total: usize = tensors.iter().map(Piece::len).sum();
     let pool = match pool() {
         Some(pool) if total >= MIN_PARALLEL_LEN => pool,
         _ => {

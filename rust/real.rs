@@ -1,6 +1,8 @@
 //! The floating-point element types the kernels are generic over.
 
 use std::fmt::Debug;
+
+use half::slice::HalfFloatSliceExt;
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
 /// An IEEE element type a kernel can update: `f32` or `f64`.
@@ -74,6 +76,53 @@ pub fn max_keep_nan<T: Real>(a: T, b: T) -> T {
         b
     } else {
         a
+    }
+}
+
+/// A 16-bit storage type for mixed precision: parameters and gradients are stored in it, and
+/// the kernels compute in `f32` on values widened from it (exactly), then round the new
+/// parameters back to it (to nearest, ties to even, as NumPy and `ml_dtypes` do).
+pub trait HalfFloat: Copy + Debug + Send + Sync + 'static {
+    /// The NumPy name of the type.
+    const NAME: &'static str;
+    /// Widens `src` into `dst` (of the same length); exact.
+    fn widen(src: &[Self], dst: &mut [f32]);
+    /// Rounds `src` into `dst` (of the same length) to the nearest value, ties to even.
+    fn narrow(src: &[f32], dst: &mut [Self]);
+}
+
+impl HalfFloat for half::f16 {
+    const NAME: &'static str = "float16";
+
+    #[inline(always)]
+    fn widen(src: &[Self], dst: &mut [f32]) {
+        // `half` converts 8 at a time with F16C when the CPU has it (detected at run time).
+        src.convert_to_f32_slice(dst);
+    }
+
+    #[inline(always)]
+    fn narrow(src: &[f32], dst: &mut [Self]) {
+        dst.convert_from_f32_slice(src);
+    }
+}
+
+impl HalfFloat for half::bf16 {
+    const NAME: &'static str = "bfloat16";
+
+    // `half` converts bfloat16 one element at a time (a shift, and rounding on the bits); as
+    // loops here they are inlined into the caller and vectorized with it.
+    #[inline(always)]
+    fn widen(src: &[Self], dst: &mut [f32]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = s.to_f32();
+        }
+    }
+
+    #[inline(always)]
+    fn narrow(src: &[f32], dst: &mut [Self]) {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = half::bf16::from_f32(*s);
+        }
     }
 }
 

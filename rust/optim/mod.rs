@@ -27,8 +27,8 @@ pub use rmsprop::RMSprop;
 pub use sgd::Sgd;
 
 use crate::error::Error;
-use crate::parallel::{for_each_piece, Lanes, MAX_STATE};
-use crate::real::Real;
+use crate::parallel::{for_each_piece, Lanes, MixedLanes, MAX_STATE};
+use crate::real::{HalfFloat, Real};
 use crate::simd;
 
 /// An optimizer's update rule with its hyperparameters.
@@ -67,12 +67,25 @@ pub fn check_lengths<O: Optimizer, T: Real>(
     optimizer: &O,
     lanes: &Lanes<'_, T>,
 ) -> Result<(), Error> {
-    let expected = lanes.param.len();
-    if lanes.grad.len() != expected {
+    check_array_lengths(
+        optimizer,
+        lanes.param.len(),
+        lanes.grad.len(),
+        lanes.state.each_ref().map(|s| s.len()),
+    )
+}
+
+fn check_array_lengths<O: Optimizer>(
+    optimizer: &O,
+    expected: usize,
+    grad: usize,
+    states: [usize; MAX_STATE],
+) -> Result<(), Error> {
+    if grad != expected {
         return Err(Error::Length {
             name: "grad",
             expected,
-            actual: lanes.grad.len(),
+            actual: grad,
         });
     }
     let slots = optimizer.state_slots();
@@ -81,7 +94,7 @@ pub fn check_lengths<O: Optimizer, T: Real>(
         if !optimizer.uses_slot(slot) {
             continue;
         }
-        let actual = lanes.state[slot].len();
+        let actual = states[slot];
         if actual != expected {
             return Err(if actual == 0 {
                 Error::MissingState(name)
@@ -120,29 +133,144 @@ pub fn step_many<O: Optimizer, T: Real>(
         check_lengths(optimizer, lanes)?;
     }
     let scalars = optimizer.scalars(step);
-    for_each_piece(tensors, &|piece| {
-        update_dispatched(optimizer, &scalars, piece)
+    for_each_piece(tensors, &|lanes| {
+        dispatch(Plain {
+            optimizer,
+            scalars: &scalars,
+            lanes,
+        })
     });
     Ok(())
 }
 
-/// Runs `update_piece` compiled for the active SIMD level. `update_piece` is
-/// `#[inline(always)]`, so each `#[target_feature]` function below holds its own copy of the loop
-/// compiled for that instruction set (a closure would not be inlined reliably, and would leave
-/// the loop at the baseline).
-fn update_dispatched<O: Optimizer, T: Real>(
+/// Applies update number `step` to 16-bit parameters and gradients with `f32` state (and
+/// optional `f32` master copies), as [`step_many`] does for one type.
+///
+/// The arithmetic is the `f32` kernel's, on the widened gradient and on the master copy (or the
+/// widened parameter): the result is bit-identical to widening, stepping in `f32` and rounding
+/// the new parameter to `H`. The widened values of a block of [`MIXED_BLOCK`] elements live on
+/// the stack, so memory is still read and written once.
+pub fn step_mixed<O: Optimizer, H: HalfFloat>(
     optimizer: &O,
-    scalars: &O::Scalars,
-    lanes: Lanes<'_, T>,
-) {
+    step: u64,
+    tensors: Vec<MixedLanes<'_, H>>,
+) -> Result<(), Error> {
+    check_call(optimizer, step)?;
+    for lanes in &tensors {
+        let expected = lanes.param.len();
+        let states = lanes.state.each_ref().map(|s| s.len());
+        check_array_lengths(optimizer, expected, lanes.grad.len(), states)?;
+        if let Some(master) = &lanes.master {
+            if master.len() != expected {
+                return Err(Error::Length {
+                    name: "master",
+                    expected,
+                    actual: master.len(),
+                });
+            }
+        }
+    }
+    let scalars = optimizer.scalars(step);
+    for_each_piece(tensors, &|lanes| {
+        dispatch(Mixed {
+            optimizer,
+            scalars: &scalars,
+            lanes,
+        })
+    });
+    Ok(())
+}
+
+/// Elements per block of a mixed-precision update: the `f32` copies of a block's parameters and
+/// gradients (8 KiB) stay in the L1 cache between widening and rounding.
+pub const MIXED_BLOCK: usize = 1024;
+
+/// One piece of work whose loop is compiled for the active SIMD level by [`dispatch`].
+trait Kernel {
+    /// Runs the piece; must be `#[inline(always)]` so that it is compiled into each
+    /// `#[target_feature]` function of [`dispatch`].
+    fn run(self);
+}
+
+/// An update of one piece in its own type.
+struct Plain<'a, 'l, O: Optimizer, T> {
+    optimizer: &'a O,
+    scalars: &'a O::Scalars,
+    lanes: Lanes<'l, T>,
+}
+
+impl<O: Optimizer, T: Real> Kernel for Plain<'_, '_, O, T> {
+    #[inline(always)]
+    fn run(self) {
+        self.optimizer.update_piece(self.scalars, self.lanes)
+    }
+}
+
+/// A mixed-precision update of one piece, block by block through `f32` buffers.
+struct Mixed<'a, 'l, O: Optimizer, H> {
+    optimizer: &'a O,
+    scalars: &'a O::Scalars,
+    lanes: MixedLanes<'l, H>,
+}
+
+impl<O: Optimizer, H: HalfFloat> Kernel for Mixed<'_, '_, O, H> {
+    #[inline(always)]
+    fn run(self) {
+        let MixedLanes {
+            param,
+            grad,
+            mut master,
+            mut state,
+        } = self.lanes;
+        let mut grad32 = [0.0f32; MIXED_BLOCK];
+        let mut param32 = [0.0f32; MIXED_BLOCK];
+        let n = param.len();
+        let mut start = 0;
+        while start < n {
+            let end = (start + MIXED_BLOCK).min(n);
+            let len = end - start;
+            H::widen(&grad[start..end], &mut grad32[..len]);
+            let param_block: &mut [f32] = match master.as_deref_mut() {
+                Some(master) => &mut master[start..end],
+                None => {
+                    H::widen(&param[start..end], &mut param32[..len]);
+                    &mut param32[..len]
+                }
+            };
+            let state_block = state.each_mut().map(|s| {
+                if s.is_empty() {
+                    &mut [][..]
+                } else {
+                    &mut s[start..end]
+                }
+            });
+            self.optimizer.update_piece(
+                self.scalars,
+                Lanes {
+                    param: &mut *param_block,
+                    grad: &grad32[..len],
+                    state: state_block,
+                },
+            );
+            H::narrow(param_block, &mut param[start..end]);
+            start = end;
+        }
+    }
+}
+
+/// Runs `kernel` compiled for the active SIMD level. [`Kernel::run`] is `#[inline(always)]`,
+/// so each `#[target_feature]` function below holds its own copy of the loop compiled for that
+/// instruction set (a closure would not be inlined reliably, and would leave the loop at the
+/// baseline).
+fn dispatch<K: Kernel>(kernel: K) {
     match simd::active() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `simd::active()` never exceeds what the CPU supports.
-        simd::SimdLevel::Avx512 => unsafe { update_avx512(optimizer, scalars, lanes) },
+        simd::SimdLevel::Avx512 => unsafe { run_avx512(kernel) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as above.
-        simd::SimdLevel::Avx2 => unsafe { update_avx2(optimizer, scalars, lanes) },
-        _ => optimizer.update_piece(scalars, lanes),
+        simd::SimdLevel::Avx2 => unsafe { run_avx2(kernel) },
+        _ => kernel.run(),
     }
 }
 
@@ -150,24 +278,16 @@ fn update_dispatched<O: Optimizer, T: Real>(
 /// The CPU must support AVX2.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn update_avx2<O: Optimizer, T: Real>(
-    optimizer: &O,
-    scalars: &O::Scalars,
-    lanes: Lanes<'_, T>,
-) {
-    optimizer.update_piece(scalars, lanes)
+unsafe fn run_avx2<K: Kernel>(kernel: K) {
+    kernel.run()
 }
 
 /// # Safety
 /// The CPU must support AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn update_avx512<O: Optimizer, T: Real>(
-    optimizer: &O,
-    scalars: &O::Scalars,
-    lanes: Lanes<'_, T>,
-) {
-    optimizer.update_piece(scalars, lanes)
+unsafe fn run_avx512<K: Kernel>(kernel: K) {
+    kernel.run()
 }
 
 /// The factor on the gradient: `grad_scale`, negated to maximize (ascend the gradient).

@@ -1,5 +1,6 @@
 use super::*;
 use crate::parallel::MIN_PARALLEL_LEN;
+use crate::real::HalfFloat;
 
 /// Owned arrays for one optimizer, with deterministic pseudo-random contents.
 struct Arrays<T> {
@@ -233,4 +234,172 @@ fn sgd_momentum_first_step_copies_the_gradient() {
         let expected = 0.9 * arrays.grad[i] + 0.7 * arrays.grad[i];
         assert!((arrays.state[0][i] - expected).abs() < 1e-15);
     }
+}
+
+/// Mixed-precision arrays: the 16-bit parameter and gradient rounded from `Arrays<f32>`.
+struct MixedArrays<H> {
+    param: Vec<H>,
+    grad: Vec<H>,
+    master: Vec<f32>,
+    state: [Vec<f32>; MAX_STATE],
+}
+
+impl<H: HalfFloat + Default> MixedArrays<H> {
+    fn new(len: usize, seed: u64, states: usize) -> Self {
+        let source = Arrays::<f32>::new(len, seed, states);
+        let narrow = |values: &[f32]| {
+            let mut out = vec![H::default(); values.len()];
+            H::narrow(values, &mut out);
+            out
+        };
+        let param = narrow(&source.param);
+        let mut master = vec![0.0; len];
+        H::widen(&param, &mut master);
+        MixedArrays {
+            grad: narrow(&source.grad),
+            param,
+            master,
+            state: source.state,
+        }
+    }
+
+    fn lanes(&mut self, with_master: bool) -> MixedLanes<'_, H> {
+        let [a, b, c] = &mut self.state;
+        MixedLanes {
+            param: &mut self.param,
+            grad: &self.grad,
+            master: with_master.then_some(&mut self.master[..]),
+            state: [a, b, c],
+        }
+    }
+
+    /// The same update done by hand: widen, step in `f32`, round.
+    fn step_by_hand<O: Optimizer>(&mut self, optimizer: &O, t: u64, with_master: bool) {
+        let mut grad = vec![0.0; self.grad.len()];
+        H::widen(&self.grad, &mut grad);
+        if !with_master {
+            H::widen(&self.param, &mut self.master);
+        }
+        let [a, b, c] = &mut self.state;
+        let lanes = Lanes {
+            param: &mut self.master,
+            grad: &grad,
+            state: [a, b, c],
+        };
+        step(optimizer, t, lanes).unwrap();
+        H::narrow(&self.master, &mut self.param);
+    }
+}
+
+fn mixed_matches_widen_step_round<H: HalfFloat + Default + PartialEq>() {
+    let sizes = [
+        1,
+        MIXED_BLOCK - 1,
+        MIXED_BLOCK + 1,
+        3 * MIXED_BLOCK + 7,
+        MIN_PARALLEL_LEN * 2 + 13,
+    ];
+    let amsgrad = Adam {
+        amsgrad: true,
+        weight_decay: 0.01,
+        ..adam()
+    };
+    for len in sizes {
+        for with_master in [false, true] {
+            let mut fused = MixedArrays::<H>::new(len, len as u64, 3);
+            let mut by_hand = MixedArrays::<H>::new(len, len as u64, 3);
+            for t in 1..=3 {
+                step_mixed(&amsgrad, t, vec![fused.lanes(with_master)]).unwrap();
+                by_hand.step_by_hand(&amsgrad, t, with_master);
+            }
+            assert!(fused.param == by_hand.param, "{} len {len}", H::NAME);
+            assert_eq!(fused.state, by_hand.state);
+            if with_master {
+                assert_eq!(fused.master, by_hand.master);
+            }
+        }
+    }
+}
+
+#[test]
+fn float16_update_is_widen_step_round() {
+    mixed_matches_widen_step_round::<half::f16>();
+}
+
+#[test]
+fn bfloat16_update_is_widen_step_round() {
+    mixed_matches_widen_step_round::<half::bf16>();
+}
+
+#[test]
+fn master_copy_keeps_updates_below_half_precision() {
+    // lr·sign(g) = 1e-4 is below half an ulp of 1.0 in float16 (4.9e-4): without a master copy
+    // the parameter never moves; with one, the steps accumulate and show after a few.
+    let sgd = Sgd {
+        lr: 1e-4,
+        momentum: 0.0,
+        dampening: 0.0,
+        nesterov: false,
+        weight_decay: 0.0,
+        maximize: false,
+        grad_scale: 1.0,
+    };
+    let one = half::f16::from_f32(1.0);
+    let mut param = [one];
+    let mut master = [1.0f32];
+    let grad = [one];
+    for t in 1..=10 {
+        let lanes = MixedLanes {
+            param: &mut param,
+            grad: &grad,
+            master: None,
+            state: [&mut [], &mut [], &mut []],
+        };
+        step_mixed(&sgd, t, vec![lanes]).unwrap();
+    }
+    assert_eq!(param[0], one);
+    let mut param = [one];
+    for t in 1..=10 {
+        let lanes = MixedLanes {
+            param: &mut param,
+            grad: &grad,
+            master: Some(&mut master),
+            state: [&mut [], &mut [], &mut []],
+        };
+        step_mixed(&sgd, t, vec![lanes]).unwrap();
+    }
+    assert!((master[0] - 0.999).abs() < 1e-6);
+    assert_eq!(param[0], half::f16::from_f32(0.999));
+}
+
+#[test]
+fn mixed_errors_leave_every_array_untouched() {
+    let mut arrays = MixedArrays::<half::f16>::new(10, 2, 2);
+    let before = (
+        arrays.param.clone(),
+        arrays.master.clone(),
+        arrays.state.clone(),
+    );
+    let mut short = [0.0f32; 9];
+    let [a, b, c] = &mut arrays.state;
+    let lanes = MixedLanes {
+        param: &mut arrays.param,
+        grad: &arrays.grad,
+        master: Some(&mut short),
+        state: [a, b, c],
+    };
+    let err = step_mixed(&adam(), 1, vec![lanes]).unwrap_err();
+    assert_eq!(
+        err,
+        Error::Length {
+            name: "master",
+            expected: 10,
+            actual: 9
+        }
+    );
+    assert_eq!(
+        step_mixed(&adam(), 0, vec![arrays.lanes(true)]),
+        Err(Error::Step(0))
+    );
+    assert_eq!((arrays.param, arrays.master, arrays.state), before);
 }

@@ -2,8 +2,9 @@
 //! release the GIL and call the kernels. Every check runs before any array is written, and every
 //! failure is a Python exception that names the argument at fault.
 
+use half::{bf16, f16};
 use numpy::{
-    dtype, Element, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArray,
+    dtype, Element, PyArrayDescr, PyArrayDescrMethods, PyArrayDyn, PyArrayMethods, PyUntypedArray,
     PyUntypedArrayMethods,
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
@@ -11,7 +12,10 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyFloat, PyList, PyTuple};
 
 use crate::optim::{Adadelta, Adagrad, Adam, Adamax, MemoryFloor, NAdam, RAdam, RMSprop, Sgd};
-use crate::{clip, parallel, simd, step_many, Error, Lanes, Optimizer, Real, MAX_STATE};
+use crate::{
+    clip, parallel, simd, step_many, step_mixed, Error, HalfFloat, Lanes, MixedLanes, Optimizer,
+    Real, MAX_STATE,
+};
 
 mod schedule;
 use schedule::{LearningRate, PySchedule};
@@ -69,6 +73,8 @@ struct TensorArgs<'py> {
     grad: ArrayArg<'py>,
     /// (slot, array) for each state slot the options use.
     states: Vec<(usize, ArrayArg<'py>)>,
+    /// The float32 master copy of a float16 or bfloat16 parameter.
+    master: Option<ArrayArg<'py>>,
 }
 
 /// `update` as a 1-based integer. `bool` and `float` are refused: a step count is an integer.
@@ -95,10 +101,21 @@ fn parse_step(update: &Bound<'_, PyAny>) -> PyResult<u64> {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq)]
 enum DType {
     F32,
     F64,
+    /// NumPy's float16, updated with float32 state.
+    F16,
+    /// `ml_dtypes.bfloat16`, updated with float32 state.
+    BF16,
+}
+
+impl DType {
+    /// Whether parameters of this type keep their state (and master copy) in float32.
+    fn is_mixed(self) -> bool {
+        matches!(self, DType::F16 | DType::BF16)
+    }
 }
 
 fn dtype_of(py: Python<'_>, arg: &ArrayArg<'_>) -> PyResult<DType> {
@@ -107,22 +124,49 @@ fn dtype_of(py: Python<'_>, arg: &ArrayArg<'_>) -> PyResult<DType> {
         Ok(DType::F32)
     } else if descr.is_equiv_to(&dtype::<f64>(py)) {
         Ok(DType::F64)
+    } else if descr.is_equiv_to(&dtype::<f16>(py)) {
+        Ok(DType::F16)
+    } else if is_bfloat16(py, &descr) {
+        Ok(DType::BF16)
     } else {
         Err(PyTypeError::new_err(format!(
-            "{} must have dtype float32 or float64, got {}",
+            "{} must have dtype float32, float64, float16 or bfloat16, got {}",
             arg.name, descr
         )))
     }
 }
 
-/// Checks that `arg` matches `like` (the parameter) in dtype and shape, and its layout.
-fn check_like(arg: &ArrayArg<'_>, like: &ArrayArg<'_>) -> PyResult<()> {
+/// Whether `descr` is `ml_dtypes.bfloat16`. rust-numpy looks that dtype up by name and panics
+/// if no package provides it, so it is only asked for once an array claims to be one (which
+/// means ml_dtypes, or a package like it, is loaded).
+fn is_bfloat16(py: Python<'_>, descr: &Bound<'_, PyArrayDescr>) -> bool {
+    descr.kind() == b'V'
+        && descr.itemsize() == 2
+        && descr.to_string() == "bfloat16"
+        && descr.is_equiv_to(&dtype::<bf16>(py))
+}
+
+/// Checks that `arg` has dtype `expected` and the shape of `like` (the parameter), and its
+/// layout.
+fn check_like(
+    arg: &ArrayArg<'_>,
+    like: &ArrayArg<'_>,
+    expected: &Bound<'_, PyArrayDescr>,
+) -> PyResult<()> {
     let (descr, like_descr) = (arg.array.dtype(), like.array.dtype());
-    if !descr.is_equiv_to(&like_descr) {
-        return Err(PyTypeError::new_err(format!(
-            "{} has dtype {} but {} has dtype {}",
-            arg.name, descr, like.name, like_descr
-        )));
+    if !descr.is_equiv_to(expected) {
+        return Err(PyTypeError::new_err(if expected.is_equiv_to(&like_descr) {
+            format!(
+                "{} has dtype {} but {} has dtype {}",
+                arg.name, descr, like.name, like_descr
+            )
+        } else {
+            format!(
+                "{} has dtype {descr} but must have dtype {expected}: the state and master copy \
+                 of {like_descr} parameters are {expected}",
+                arg.name
+            )
+        }));
     }
     if arg.array.shape() != like.array.shape() {
         return Err(PyValueError::new_err(format!(
@@ -152,16 +196,27 @@ fn check_layout(arg: &ArrayArg<'_>) -> PyResult<()> {
     Ok(())
 }
 
+/// The bytes of a C-contiguous array: `[start, end)`.
+fn byte_range(array: &Bound<'_, PyUntypedArray>) -> (usize, usize) {
+    // SAFETY: `as_array_ptr` points to the live array object `array` holds a reference to;
+    // only its data pointer field is read.
+    let start =
+        unsafe { (*numpy::npyffi::_PyArray_GET_ITEM_DATA(array.as_array_ptr())).data } as usize;
+    (start, start + array.len() * array.dtype().itemsize())
+}
+
 /// Refuses two arguments whose bytes overlap: the test `numpy.shares_memory` makes, which for
 /// C-contiguous arrays is an intersection of byte ranges. Sorting the ranges makes it
 /// O(n log n), for calls with thousands of arrays.
-fn check_no_overlap<T: Element>(arrays: &[(Name, &Bound<'_, PyArrayDyn<T>>)]) -> PyResult<()> {
+fn check_no_overlap<'a, 'py: 'a>(
+    arrays: impl IntoIterator<Item = &'a ArrayArg<'py>>,
+) -> PyResult<()> {
     let mut ranges: Vec<(usize, usize, Name)> = arrays
-        .iter()
-        .filter(|(_, a)| a.len() > 0)
-        .map(|(name, a)| {
-            let start = a.data() as usize;
-            (start, start + a.len() * std::mem::size_of::<T>(), *name)
+        .into_iter()
+        .filter(|arg| arg.array.len() > 0)
+        .map(|arg| {
+            let (start, end) = byte_range(&arg.array);
+            (start, end, arg.name)
         })
         .collect();
     ranges.sort_unstable_by_key(|&(start, _, _)| start);
@@ -186,11 +241,23 @@ fn not_contiguous(_: numpy::AsSliceError) -> PyErr {
     PyValueError::new_err("arrays must be C-contiguous")
 }
 
-fn is_writeable<T: Element>(array: &Bound<'_, PyArrayDyn<T>>) -> bool {
+fn is_writeable(array: &Bound<'_, PyUntypedArray>) -> bool {
     // SAFETY: `as_array_ptr` points to the live array object `array` holds a reference to, and
-    // `_PyArray_GET_ITEM_DATA` only reinterprets it as NumPy's struct of array fields.
+    // only its flags field is read.
     let flags = unsafe { (*numpy::npyffi::_PyArray_GET_ITEM_DATA(array.as_array_ptr())).flags };
     flags & numpy::npyffi::NPY_ARRAY_WRITEABLE != 0
+}
+
+/// Refuses a read-only array among those an update writes.
+fn check_writeable(arg: &ArrayArg<'_>, what: &str) -> PyResult<()> {
+    if is_writeable(&arg.array) {
+        Ok(())
+    } else {
+        Err(PyValueError::new_err(format!(
+            "{} is read-only; {what} writes it in place",
+            arg.name
+        )))
+    }
 }
 
 /// The arrays that updates running without the GIL are using, so that a second thread cannot
@@ -260,19 +327,19 @@ mod in_flight {
 use in_flight::InFlight;
 
 /// The byte ranges of the non-empty `arrays`, each marked as written or only read.
-fn byte_ranges<'a, 'py: 'a, T: Element + 'a>(
-    arrays: impl IntoIterator<Item = (bool, Name, &'a Bound<'py, PyArrayDyn<T>>)>,
+fn byte_ranges<'a, 'py: 'a>(
+    arrays: impl IntoIterator<Item = (bool, &'a ArrayArg<'py>)>,
 ) -> Vec<InFlight> {
     arrays
         .into_iter()
-        .filter(|(_, _, array)| array.len() > 0)
-        .map(|(writes, name, array)| {
-            let start = array.data() as usize;
+        .filter(|(_, arg)| arg.array.len() > 0)
+        .map(|(writes, arg)| {
+            let (start, end) = byte_range(&arg.array);
             InFlight {
                 start,
-                end: start + array.len() * std::mem::size_of::<T>(),
+                end,
                 writes,
-                name,
+                name: arg.name,
             }
         })
         .collect()
@@ -306,6 +373,7 @@ fn gather<'py, O: Optimizer>(
     param: &Bound<'py, PyAny>,
     grad: &Bound<'py, PyAny>,
     states: &[Option<&Bound<'py, PyAny>>],
+    master: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Vec<TensorArgs<'py>>> {
     let slots = optimizer.state_slots();
     let used: Vec<usize> = (0..slots.len())
@@ -322,6 +390,7 @@ fn gather<'py, O: Optimizer>(
             param: as_array(name("param"), param)?,
             grad: as_array(name("grad"), grad)?,
             states: state_args,
+            master: master.map(|m| as_array(name("master"), m)).transpose()?,
         }]);
     };
     let n = params.len();
@@ -345,6 +414,7 @@ fn gather<'py, O: Optimizer>(
         let object = states[slot].ok_or(Error::MissingState(slots[slot]))?;
         state_lists.push((slot, list_of(slots[slot], object)?));
     }
+    let masters = master.map(|m| list_of("master", m)).transpose()?;
     (0..n)
         .map(|i| {
             let name = |base| Name {
@@ -358,13 +428,18 @@ fn gather<'py, O: Optimizer>(
                     .iter()
                     .map(|(slot, list)| Ok((*slot, as_array(name(slots[*slot]), &list[i])?)))
                     .collect::<PyResult<_>>()?,
+                master: masters
+                    .as_ref()
+                    .map(|list| as_array(name("master"), &list[i]))
+                    .transpose()?,
             })
         })
         .collect()
 }
 
 /// Checks, claims and updates the arrays of one optimizer step: one tensor, or lists of them.
-/// `states` holds the argument for each of the optimizer's state slots, `None` where not given.
+/// `states` holds the argument for each of the optimizer's state slots, `None` where not given;
+/// `master` the float32 master copies of float16 or bfloat16 parameters, if any.
 fn run<O: Optimizer>(
     py: Python<'_>,
     optimizer: &O,
@@ -372,131 +447,173 @@ fn run<O: Optimizer>(
     param: &Bound<'_, PyAny>,
     grad: &Bound<'_, PyAny>,
     states: &[Option<&Bound<'_, PyAny>>],
+    master: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     let update = parse_step(update)?;
     optimizer.validate()?;
-    let tensors = gather(optimizer, param, grad, states)?;
+    let tensors = gather(optimizer, param, grad, states, master)?;
     let Some(first) = tensors.first() else {
         return Ok(());
     };
-    let dtype = dtype_of(py, &first.param)?;
+    let kind = dtype_of(py, &first.param)?;
+    let param_descr = first.param.array.dtype();
+    // Mixed precision keeps the state and the master copy in float32.
+    let state_descr = if kind.is_mixed() {
+        dtype::<f32>(py)
+    } else {
+        param_descr.clone()
+    };
     for tensor in &tensors {
         // One call updates one dtype: a float parameter unlike param[0] is refused as such.
-        if !tensor
-            .param
-            .array
-            .dtype()
-            .is_equiv_to(&first.param.array.dtype())
-        {
+        if !tensor.param.array.dtype().is_equiv_to(&param_descr) {
             dtype_of(py, &tensor.param)?;
             return Err(PyTypeError::new_err(format!(
-                "{} has dtype {} but param[0] has dtype {}; one call updates one dtype",
+                "{} has dtype {} but param[0] has dtype {param_descr}; one call updates one dtype",
                 tensor.param.name,
                 tensor.param.array.dtype(),
-                first.param.array.dtype()
             )));
         }
         check_layout(&tensor.param)?;
-        check_like(&tensor.grad, &tensor.param)?;
+        check_like(&tensor.grad, &tensor.param, &param_descr)?;
         for (_, state) in &tensor.states {
-            check_like(state, &tensor.param)?;
+            check_like(state, &tensor.param, &state_descr)?;
+        }
+        if let Some(master) = &tensor.master {
+            if !kind.is_mixed() {
+                return Err(PyValueError::new_err(format!(
+                    "{} is only for float16 and bfloat16 parameters; {param_descr} parameters \
+                     are updated in place",
+                    master.name
+                )));
+            }
+            check_like(master, &tensor.param, &state_descr)?;
         }
     }
-    match dtype {
-        DType::F32 => run_typed::<O, f32>(py, optimizer, update, &tensors),
-        DType::F64 => run_typed::<O, f64>(py, optimizer, update, &tensors),
+    let registration = claim_tensors(&tensors)?;
+    let detach = registration.is_some();
+    match kind {
+        DType::F32 => {
+            let lanes = plain_lanes::<f32>(&tensors)?;
+            run_update(py, detach, || step_many(optimizer, update, lanes))
+        }
+        DType::F64 => {
+            let lanes = plain_lanes::<f64>(&tensors)?;
+            run_update(py, detach, || step_many(optimizer, update, lanes))
+        }
+        DType::F16 => {
+            let lanes = mixed_lanes::<f16>(&tensors)?;
+            run_update(py, detach, || step_mixed(optimizer, update, lanes))
+        }
+        DType::BF16 => {
+            let lanes = mixed_lanes::<bf16>(&tensors)?;
+            run_update(py, detach, || step_mixed(optimizer, update, lanes))
+        }
     }
 }
 
-fn run_typed<'py, O: Optimizer, T: Real + Element>(
-    py: Python<'py>,
-    optimizer: &O,
-    update: u64,
-    tensors: &[TensorArgs<'py>],
+/// Runs an update, without the GIL when `detach` (its arrays are then registered as in use).
+fn run_update(
+    py: Python<'_>,
+    detach: bool,
+    work: impl FnOnce() -> Result<(), Error> + Send,
 ) -> PyResult<()> {
-    // All dtypes were checked in `run`, so these casts only confirm it.
-    let typed = |arg: &ArrayArg<'py>| -> PyResult<(Name, Bound<'py, PyArrayDyn<T>>)> {
-        Ok((arg.name, arg.array.cast::<PyArrayDyn<T>>()?.clone()))
-    };
-    let mut arrays = Vec::with_capacity(tensors.len() * (2 + MAX_STATE));
-    for tensor in tensors {
-        arrays.push(typed(&tensor.param)?);
-        arrays.push(typed(&tensor.grad)?);
-        for (_, state) in &tensor.states {
-            arrays.push(typed(state)?);
-        }
+    if detach {
+        py.detach(work)?;
+    } else {
+        work()?;
     }
-    let named: Vec<_> = arrays.iter().map(|(name, a)| (*name, a)).collect();
-    check_no_overlap(&named)?;
+    Ok(())
+}
 
-    // Every array but the gradients is written: it must be writeable.
-    let mut written = Vec::with_capacity(arrays.len());
-    let mut array_iter = arrays.iter();
-    for tensor in tensors {
-        let param = array_iter.next().expect("one entry per array");
-        let grad = array_iter.next().expect("one entry per array");
-        let states = array_iter.by_ref().take(tensor.states.len());
-        written.push((true, param));
-        written.push((false, grad));
-        written.extend(states.map(|state| (true, state)));
-    }
-    for (writes, (name, array)) in &written {
-        if *writes && !is_writeable(array) {
-            return Err(PyValueError::new_err(format!(
-                "{name} is read-only; the update writes it in place"
-            )));
+/// Checks that no two arrays of a call share memory and that those it writes are writeable,
+/// then claims them all against concurrent updates.
+fn claim_tensors(tensors: &[TensorArgs<'_>]) -> PyResult<Option<in_flight::Registration>> {
+    // Every array but the gradients is written.
+    let arrays: Vec<(bool, &ArrayArg<'_>)> = tensors
+        .iter()
+        .flat_map(|tensor| {
+            [(true, &tensor.param), (false, &tensor.grad)]
+                .into_iter()
+                .chain(tensor.states.iter().map(|(_, state)| (true, state)))
+                .chain(tensor.master.iter().map(|master| (true, master)))
+        })
+        .collect();
+    check_no_overlap(arrays.iter().map(|(_, arg)| *arg))?;
+    for (writes, arg) in &arrays {
+        if *writes {
+            check_writeable(arg, "the update")?;
         }
     }
-    let ranges = byte_ranges(
-        written
-            .iter()
-            .map(|(writes, (name, array))| (*writes, *name, array)),
-    );
     let total: usize = tensors.iter().map(|t| t.param.array.len()).sum();
-    // Large updates run without the GIL: announce their arrays so that another thread cannot
-    // update them at the same moment. Small ones keep the GIL, so they only check.
-    let registration = claim(ranges, total)?;
+    claim(byte_ranges(arrays), total)
+}
 
+/// A checked array as a slice of `T`.
+///
+/// # Safety
+/// `arg` must be C-contiguous, aligned, of dtype `T`, writeable, share no byte with any other
+/// slice alive at the same time, and not be in use by another lrfast call: what `run` checks
+/// and `claim_tensors` claims. The slice borrows `arg`, whose handle keeps the array alive.
+// A `&mut` from a shared `ArrayArg`, as rust-numpy's `as_slice_mut` gives from `&PyArray`: the
+// exclusivity comes from the checks and claims above, not from the borrow checker.
+#[allow(clippy::mut_from_ref)]
+unsafe fn slice_mut<'a, T: Element>(arg: &'a ArrayArg<'_>) -> PyResult<&'a mut [T]> {
+    let array = arg.array.cast::<PyArrayDyn<T>>()?;
+    // SAFETY: as the caller guarantees.
+    unsafe { array.as_slice_mut() }.map_err(not_contiguous)
+}
+
+/// The non-empty tensors of a checked and claimed call, as slices of `T`.
+fn plain_lanes<'a, T: Real + Element>(
+    tensors: &'a [TensorArgs<'_>],
+) -> PyResult<Vec<Lanes<'a, T>>> {
     let mut lanes = Vec::with_capacity(tensors.len());
-    let mut array_iter = arrays.iter();
-    for tensor in tensors {
-        let (_, param) = array_iter.next().expect("one entry per array");
-        let (_, grad) = array_iter.next().expect("one entry per array");
-        let states: Vec<_> = array_iter.by_ref().take(tensor.states.len()).collect();
-        if param.len() == 0 {
-            continue;
-        }
+    for tensor in tensors.iter().filter(|t| t.param.array.len() > 0) {
         let mut state: [&mut [T]; MAX_STATE] = [&mut [], &mut [], &mut []];
-        // SAFETY: every array is C-contiguous and aligned (checked by `check_like` and
-        // `check_layout`), of dtype `T` (checked by the cast), writeable where written (checked
-        // above), no two of them share a byte (`check_no_overlap`), and no other lrfast call is
-        // updating any of them (`in_flight`), so these slices are the only references to their
-        // memory for the duration of the update. The `Bound` handles in `arrays` keep the
-        // arrays alive until the end of this function.
+        // SAFETY: `run` checked every array's dtype, layout and shape, and `claim_tensors` that
+        // they are pairwise disjoint, writeable where written, and not in use by another call.
         unsafe {
-            for ((slot, _), (_, array)) in tensor.states.iter().zip(states) {
-                state[*slot] = array.as_slice_mut().map_err(not_contiguous)?;
+            for (slot, array) in &tensor.states {
+                state[*slot] = slice_mut(array)?;
             }
             lanes.push(Lanes {
-                param: param.as_slice_mut().map_err(not_contiguous)?,
-                grad: grad.as_slice().map_err(not_contiguous)?,
+                param: slice_mut(&tensor.param)?,
+                grad: slice_mut(&tensor.grad)?,
                 state,
             });
         }
     }
-    if registration.is_some() {
-        py.detach(|| step_many(optimizer, update, lanes))?;
-    } else {
-        step_many(optimizer, update, lanes)?;
+    Ok(lanes)
+}
+
+/// The non-empty tensors of a checked and claimed mixed-precision call: 16-bit parameters and
+/// gradients, float32 states and master copies.
+fn mixed_lanes<'a, H: HalfFloat + Element>(
+    tensors: &'a [TensorArgs<'_>],
+) -> PyResult<Vec<MixedLanes<'a, H>>> {
+    let mut lanes = Vec::with_capacity(tensors.len());
+    for tensor in tensors.iter().filter(|t| t.param.array.len() > 0) {
+        let mut state: [&mut [f32]; MAX_STATE] = [&mut [], &mut [], &mut []];
+        // SAFETY: as in `plain_lanes`.
+        unsafe {
+            for (slot, array) in &tensor.states {
+                state[*slot] = slice_mut(array)?;
+            }
+            lanes.push(MixedLanes {
+                param: slice_mut(&tensor.param)?,
+                grad: slice_mut(&tensor.grad)?,
+                master: tensor.master.as_ref().map(|m| slice_mut(m)).transpose()?,
+                state,
+            });
+        }
     }
-    drop(registration);
-    Ok(())
+    Ok(lanes)
 }
 
 /// SGD update in place (`torch.optim.SGD` semantics); see `lrfast.sgd_step`.
 #[pyfunction]
 #[pyo3(signature = (param, grad, momentum_buffer=None, *, step, lr, momentum=0.0, dampening=0.0,
-                    nesterov=false, weight_decay=0.0, maximize=false, grad_scale=1.0))]
+                    nesterov=false, weight_decay=0.0, maximize=false, grad_scale=1.0, master=None))]
 #[allow(clippy::too_many_arguments)]
 fn sgd_step(
     py: Python<'_>,
@@ -511,6 +628,7 @@ fn sgd_step(
     weight_decay: f64,
     maximize: bool,
     grad_scale: f64,
+    master: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     let optimizer = Sgd {
         lr: lr.at(step)?,
@@ -521,13 +639,21 @@ fn sgd_step(
         maximize,
         grad_scale,
     };
-    run(py, &optimizer, step, param, grad, &[momentum_buffer])
+    run(
+        py,
+        &optimizer,
+        step,
+        param,
+        grad,
+        &[momentum_buffer],
+        master,
+    )
 }
 
 /// Adagrad update in place (`torch.optim.Adagrad` semantics); see `lrfast.adagrad_step`.
 #[pyfunction]
 #[pyo3(signature = (param, grad, state_sum, *, step, lr=LearningRate::Fixed(0.01), lr_decay=0.0, weight_decay=0.0,
-                    eps=1e-10, maximize=false, grad_scale=1.0))]
+                    eps=1e-10, maximize=false, grad_scale=1.0, master=None))]
 #[allow(clippy::too_many_arguments)]
 fn adagrad_step(
     py: Python<'_>,
@@ -541,6 +667,7 @@ fn adagrad_step(
     eps: f64,
     maximize: bool,
     grad_scale: f64,
+    master: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     let optimizer = Adagrad {
         lr: lr.at(step)?,
@@ -550,14 +677,22 @@ fn adagrad_step(
         maximize,
         grad_scale,
     };
-    run(py, &optimizer, step, param, grad, &[Some(state_sum)])
+    run(
+        py,
+        &optimizer,
+        step,
+        param,
+        grad,
+        &[Some(state_sum)],
+        master,
+    )
 }
 
 /// RMSprop update in place (`torch.optim.RMSprop` semantics); see `lrfast.rmsprop_step`.
 #[pyfunction]
 #[pyo3(signature = (param, grad, square_avg, momentum_buffer=None, grad_avg=None, *, step,
                     lr=LearningRate::Fixed(0.01), alpha=0.99, eps=1e-8, weight_decay=0.0, momentum=0.0, centered=false,
-                    maximize=false, grad_scale=1.0))]
+                    maximize=false, grad_scale=1.0, master=None))]
 #[allow(clippy::too_many_arguments)]
 fn rmsprop_step(
     py: Python<'_>,
@@ -575,6 +710,7 @@ fn rmsprop_step(
     centered: bool,
     maximize: bool,
     grad_scale: f64,
+    master: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     let optimizer = RMSprop {
         lr: lr.at(step)?,
@@ -587,13 +723,13 @@ fn rmsprop_step(
         grad_scale,
     };
     let states = [Some(square_avg), momentum_buffer, grad_avg];
-    run(py, &optimizer, step, param, grad, &states)
+    run(py, &optimizer, step, param, grad, &states, master)
 }
 
 /// Adadelta update in place (`torch.optim.Adadelta` semantics); see `lrfast.adadelta_step`.
 #[pyfunction]
 #[pyo3(signature = (param, grad, square_avg, acc_delta, *, step, lr=LearningRate::Fixed(1.0), rho=0.9, eps=1e-6,
-                    weight_decay=0.0, maximize=false, grad_scale=1.0))]
+                    weight_decay=0.0, maximize=false, grad_scale=1.0, master=None))]
 #[allow(clippy::too_many_arguments)]
 fn adadelta_step(
     py: Python<'_>,
@@ -608,6 +744,7 @@ fn adadelta_step(
     weight_decay: f64,
     maximize: bool,
     grad_scale: f64,
+    master: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     let optimizer = Adadelta {
         lr: lr.at(step)?,
@@ -618,7 +755,7 @@ fn adadelta_step(
         grad_scale,
     };
     let states = [Some(square_avg), Some(acc_delta)];
-    run(py, &optimizer, step, param, grad, &states)
+    run(py, &optimizer, step, param, grad, &states, master)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -638,6 +775,7 @@ fn adam_like(
     amsgrad: bool,
     maximize: bool,
     grad_scale: f64,
+    master: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     let optimizer = Adam {
         lr: lr.at(step)?,
@@ -651,13 +789,13 @@ fn adam_like(
         decoupled,
     };
     let states = [Some(exp_avg), Some(exp_avg_sq), max_exp_avg_sq];
-    run(py, &optimizer, step, param, grad, &states)
+    run(py, &optimizer, step, param, grad, &states, master)
 }
 
 /// Adam update in place (`torch.optim.Adam` semantics); see `lrfast.adam_step`.
 #[pyfunction]
 #[pyo3(signature = (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=LearningRate::Fixed(1e-3),
-                    betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=false, maximize=false, grad_scale=1.0))]
+                    betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=false, maximize=false, grad_scale=1.0, master=None))]
 #[allow(clippy::too_many_arguments)]
 fn adam_step(
     py: Python<'_>,
@@ -674,6 +812,7 @@ fn adam_step(
     amsgrad: bool,
     maximize: bool,
     grad_scale: f64,
+    master: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     adam_like(
         py,
@@ -691,13 +830,14 @@ fn adam_step(
         amsgrad,
         maximize,
         grad_scale,
+        master,
     )
 }
 
 /// AdamW update in place (`torch.optim.AdamW` semantics); see `lrfast.adamw_step`.
 #[pyfunction]
 #[pyo3(signature = (param, grad, exp_avg, exp_avg_sq, max_exp_avg_sq=None, *, step, lr=LearningRate::Fixed(1e-3),
-                    betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, amsgrad=false, maximize=false, grad_scale=1.0))]
+                    betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, amsgrad=false, maximize=false, grad_scale=1.0, master=None))]
 #[allow(clippy::too_many_arguments)]
 fn adamw_step(
     py: Python<'_>,
@@ -714,6 +854,7 @@ fn adamw_step(
     amsgrad: bool,
     maximize: bool,
     grad_scale: f64,
+    master: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     adam_like(
         py,
@@ -731,13 +872,14 @@ fn adamw_step(
         amsgrad,
         maximize,
         grad_scale,
+        master,
     )
 }
 
 /// Adamax update in place (`torch.optim.Adamax` semantics); see `lrfast.adamax_step`.
 #[pyfunction]
 #[pyo3(signature = (param, grad, exp_avg, exp_inf, *, step, lr=LearningRate::Fixed(2e-3), betas=(0.9, 0.999),
-                    eps=1e-8, weight_decay=0.0, maximize=false, grad_scale=1.0))]
+                    eps=1e-8, weight_decay=0.0, maximize=false, grad_scale=1.0, master=None))]
 #[allow(clippy::too_many_arguments)]
 fn adamax_step(
     py: Python<'_>,
@@ -752,6 +894,7 @@ fn adamax_step(
     weight_decay: f64,
     maximize: bool,
     grad_scale: f64,
+    master: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     let optimizer = Adamax {
         lr: lr.at(step)?,
@@ -763,14 +906,14 @@ fn adamax_step(
         grad_scale,
     };
     let states = [Some(exp_avg), Some(exp_inf)];
-    run(py, &optimizer, step, param, grad, &states)
+    run(py, &optimizer, step, param, grad, &states, master)
 }
 
 /// NAdam update in place (`torch.optim.NAdam` semantics); returns the new `mu_product`.
 #[pyfunction]
 #[pyo3(signature = (param, grad, exp_avg, exp_avg_sq, *, step, lr=LearningRate::Fixed(2e-3), betas=(0.9, 0.999),
                     eps=1e-8, weight_decay=0.0, momentum_decay=4e-3,
-                    decoupled_weight_decay=false, maximize=false, mu_product=None, grad_scale=1.0))]
+                    decoupled_weight_decay=false, maximize=false, mu_product=None, grad_scale=1.0, master=None))]
 #[allow(clippy::too_many_arguments)]
 fn nadam_step(
     py: Python<'_>,
@@ -788,6 +931,7 @@ fn nadam_step(
     maximize: bool,
     mu_product: Option<f64>,
     grad_scale: f64,
+    master: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<f64> {
     let mut optimizer = NAdam {
         lr: lr.at(step)?,
@@ -807,14 +951,14 @@ fn nadam_step(
         optimizer.mu_product = optimizer.mu_product_before(update);
     }
     let states = [Some(exp_avg), Some(exp_avg_sq)];
-    run(py, &optimizer, step, param, grad, &states)?;
+    run(py, &optimizer, step, param, grad, &states, master)?;
     Ok(optimizer.mu_product_after(update))
 }
 
 /// RAdam update in place (`torch.optim.RAdam` semantics); see `lrfast.radam_step`.
 #[pyfunction]
 #[pyo3(signature = (param, grad, exp_avg, exp_avg_sq, *, step, lr=LearningRate::Fixed(1e-3), betas=(0.9, 0.999),
-                    eps=1e-8, weight_decay=0.0, decoupled_weight_decay=false, maximize=false, grad_scale=1.0))]
+                    eps=1e-8, weight_decay=0.0, decoupled_weight_decay=false, maximize=false, grad_scale=1.0, master=None))]
 #[allow(clippy::too_many_arguments)]
 fn radam_step(
     py: Python<'_>,
@@ -830,6 +974,7 @@ fn radam_step(
     decoupled_weight_decay: bool,
     maximize: bool,
     grad_scale: f64,
+    master: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     let optimizer = RAdam {
         lr: lr.at(step)?,
@@ -842,7 +987,7 @@ fn radam_step(
         grad_scale,
     };
     let states = [Some(exp_avg), Some(exp_avg_sq)];
-    run(py, &optimizer, step, param, grad, &states)
+    run(py, &optimizer, step, param, grad, &states, master)
 }
 
 /// `grads` (one array or a list) as named array arguments.
@@ -873,49 +1018,113 @@ fn grads_args<'py>(grads: &Bound<'py, PyAny>) -> PyResult<Vec<ArrayArg<'py>>> {
 #[pyo3(signature = (grads, norm_type=2.0))]
 fn grad_norm(py: Python<'_>, grads: &Bound<'_, PyAny>, norm_type: f64) -> PyResult<f64> {
     check_norm_type(norm_type)?;
-    let args = grads_args(grads)?;
+    let args = checked_grads(py, grads)?;
+    in_flight::check(&byte_ranges(args.iter().map(|arg| (false, arg))))?;
+    fn norm<T: Element + clip::Magnitude>(args: &[ArrayArg<'_>], norm_type: f64) -> PyResult<f64> {
+        let mut slices = Vec::with_capacity(args.len());
+        for arg in args.iter().filter(|arg| arg.array.len() > 0) {
+            let array = arg.array.cast::<PyArrayDyn<T>>()?;
+            // SAFETY: contiguous, aligned, of dtype `T` (checked by `checked_grads` and the
+            // cast), only read, and no lrfast call is writing them (checked above; the GIL is
+            // held throughout, so none can start).
+            slices.push(unsafe { array.as_slice() }.map_err(not_contiguous)?);
+        }
+        Ok(clip::total_norm(&slices, norm_type))
+    }
     let Some(first) = args.first() else {
         return Ok(0.0);
     };
     match dtype_of(py, first)? {
-        DType::F32 => norm_typed::<f32>(&args, norm_type),
-        DType::F64 => norm_typed::<f64>(&args, norm_type),
+        DType::F32 => norm::<f32>(&args, norm_type),
+        DType::F64 => norm::<f64>(&args, norm_type),
+        DType::F16 => norm::<f16>(&args, norm_type),
+        DType::BF16 => norm::<bf16>(&args, norm_type),
     }
 }
 
-/// The gradient arrays as arrays of `T`: the dtype of the first, C-contiguous and aligned (the
-/// arrays of a list may differ in shape).
-fn typed_grads<'py, T: Element>(
-    args: &[ArrayArg<'py>],
-) -> PyResult<Vec<(Name, Bound<'py, PyArrayDyn<T>>)>> {
-    args.iter()
-        .map(|arg| {
-            if !arg.array.dtype().is_equiv_to(&args[0].array.dtype()) {
+/// `grads` (one array or a list) checked to be C-contiguous, aligned arrays of one float dtype.
+fn checked_grads<'py>(py: Python<'py>, grads: &Bound<'py, PyAny>) -> PyResult<Vec<ArrayArg<'py>>> {
+    let args = grads_args(grads)?;
+    if let Some(first) = args.first() {
+        dtype_of(py, first)?;
+        for arg in &args {
+            if !arg.array.dtype().is_equiv_to(&first.array.dtype()) {
                 return Err(PyTypeError::new_err(format!(
                     "{} has dtype {} but {} has dtype {}",
                     arg.name,
                     arg.array.dtype(),
-                    args[0].name,
-                    args[0].array.dtype()
+                    first.name,
+                    first.array.dtype()
                 )));
             }
             check_layout(arg)?;
-            Ok((arg.name, arg.array.cast::<PyArrayDyn<T>>()?.clone()))
-        })
-        .collect()
+        }
+    }
+    Ok(args)
 }
 
-fn norm_typed<T: Real + Element>(args: &[ArrayArg<'_>], norm_type: f64) -> PyResult<f64> {
-    let arrays = typed_grads::<T>(args)?;
-    let ranges = byte_ranges(arrays.iter().map(|(name, a)| (false, *name, a)));
-    in_flight::check(&ranges)?;
-    let mut slices = Vec::with_capacity(arrays.len());
-    for (_, array) in arrays.iter().filter(|(_, a)| a.len() > 0) {
-        // SAFETY: contiguous, aligned, of dtype `T`, only read, and no lrfast call is writing
-        // them (checked above; the GIL is held throughout, so none can start).
-        slices.push(unsafe { array.as_slice() }.map_err(not_contiguous)?);
+/// The non-empty gradient arrays of a call, as slices of their dtype.
+enum GradSlices<'a> {
+    F32(Vec<&'a mut [f32]>),
+    F64(Vec<&'a mut [f64]>),
+    F16(Vec<&'a mut [f16]>),
+    BF16(Vec<&'a mut [bf16]>),
+}
+
+impl<'a> GradSlices<'a> {
+    /// # Safety
+    /// `args` must have passed `checked_grads`, be writeable, pairwise disjoint and not in use
+    /// by another lrfast call.
+    unsafe fn new(py: Python<'_>, args: &'a [ArrayArg<'_>]) -> PyResult<Self> {
+        #[allow(clippy::mut_from_ref)] // see `slice_mut`
+        fn slices<'a, T: Element>(args: &'a [ArrayArg<'_>]) -> PyResult<Vec<&'a mut [T]>> {
+            args.iter()
+                .filter(|arg| arg.array.len() > 0)
+                // SAFETY: as the caller of `GradSlices::new` guarantees.
+                .map(|arg| unsafe { slice_mut(arg) })
+                .collect()
+        }
+        let Some(first) = args.first() else {
+            return Ok(GradSlices::F32(Vec::new()));
+        };
+        Ok(match dtype_of(py, first)? {
+            DType::F32 => GradSlices::F32(slices(args)?),
+            DType::F64 => GradSlices::F64(slices(args)?),
+            DType::F16 => GradSlices::F16(slices(args)?),
+            DType::BF16 => GradSlices::BF16(slices(args)?),
+        })
     }
-    Ok(clip::total_norm(&slices, norm_type))
+
+    fn norm(&self, norm_type: f64) -> f64 {
+        fn norm<T: clip::Magnitude>(grads: &[&mut [T]], norm_type: f64) -> f64 {
+            let views: Vec<&[T]> = grads.iter().map(|g| &**g).collect();
+            clip::total_norm(&views, norm_type)
+        }
+        match self {
+            GradSlices::F32(g) => norm(g, norm_type),
+            GradSlices::F64(g) => norm(g, norm_type),
+            GradSlices::F16(g) => norm(g, norm_type),
+            GradSlices::BF16(g) => norm(g, norm_type),
+        }
+    }
+
+    fn scale(&mut self, factor: f64) {
+        match self {
+            GradSlices::F32(g) => clip::scale(g, factor),
+            GradSlices::F64(g) => clip::scale(g, factor),
+            GradSlices::F16(g) => clip::scale_half(g, factor),
+            GradSlices::BF16(g) => clip::scale_half(g, factor),
+        }
+    }
+
+    fn clamp(&mut self, limit: f64) {
+        match self {
+            GradSlices::F32(g) => clip::clamp(g, limit),
+            GradSlices::F64(g) => clip::clamp(g, limit),
+            GradSlices::F16(g) => clip::clamp_half(g, limit),
+            GradSlices::BF16(g) => clip::clamp_half(g, limit),
+        }
+    }
 }
 
 fn check_norm_type(norm_type: f64) -> PyResult<()> {
@@ -933,43 +1142,18 @@ fn check_norm_type(norm_type: f64) -> PyResult<()> {
 fn with_grads<R: Send>(
     py: Python<'_>,
     grads: &Bound<'_, PyAny>,
-    work_f32: impl FnOnce(&mut [&mut [f32]]) -> PyResult<R> + Send,
-    work_f64: impl FnOnce(&mut [&mut [f64]]) -> PyResult<R> + Send,
+    work: impl FnOnce(&mut GradSlices<'_>) -> PyResult<R> + Send,
 ) -> PyResult<R> {
-    let args = grads_args(grads)?;
-    let Some(first) = args.first() else {
-        return work_f32(&mut []);
-    };
-    match dtype_of(py, first)? {
-        DType::F32 => grads_typed::<f32, R>(py, &args, work_f32),
-        DType::F64 => grads_typed::<f64, R>(py, &args, work_f64),
+    let args = checked_grads(py, grads)?;
+    for arg in &args {
+        check_writeable(arg, "clipping")?;
     }
-}
-
-fn grads_typed<'py, T: Real + Element, R: Send>(
-    py: Python<'py>,
-    args: &[ArrayArg<'py>],
-    work: impl FnOnce(&mut [&mut [T]]) -> PyResult<R> + Send,
-) -> PyResult<R> {
-    let arrays = typed_grads::<T>(args)?;
-    for (name, array) in &arrays {
-        if !is_writeable(array) {
-            return Err(PyValueError::new_err(format!(
-                "{name} is read-only; clipping writes it in place"
-            )));
-        }
-    }
-    let named: Vec<_> = arrays.iter().map(|(name, a)| (*name, a)).collect();
-    check_no_overlap(&named)?;
-    let ranges = byte_ranges(arrays.iter().map(|(name, a)| (true, *name, a)));
-    let total: usize = arrays.iter().map(|(_, a)| a.len()).sum();
-    let registration = claim(ranges, total)?;
-    let mut slices = Vec::with_capacity(arrays.len());
-    for (_, array) in arrays.iter().filter(|(_, a)| a.len() > 0) {
-        // SAFETY: as in `run_typed`: contiguous, aligned, of dtype `T`, writeable, pairwise
-        // disjoint, and not in use by another lrfast call; `arrays` keeps them alive.
-        slices.push(unsafe { array.as_slice_mut() }.map_err(not_contiguous)?);
-    }
+    check_no_overlap(&args)?;
+    let total: usize = args.iter().map(|arg| arg.array.len()).sum();
+    let registration = claim(byte_ranges(args.iter().map(|arg| (true, arg))), total)?;
+    // SAFETY: checked above: one float dtype, contiguous, aligned, writeable, pairwise disjoint,
+    // and claimed against other lrfast calls; `args` keeps the arrays alive.
+    let mut slices = unsafe { GradSlices::new(py, &args)? };
     let result = if registration.is_some() {
         py.detach(|| work(&mut slices))
     } else {
@@ -996,14 +1180,8 @@ fn clip_grad_norm(
         )));
     }
     check_norm_type(norm_type)?;
-    fn clip<T: Real>(
-        grads: &mut [&mut [T]],
-        max_norm: f64,
-        norm_type: f64,
-        error_if_nonfinite: bool,
-    ) -> PyResult<f64> {
-        let views: Vec<&[T]> = grads.iter().map(|g| &**g).collect();
-        let norm = clip::total_norm(&views, norm_type);
+    with_grads(py, grads, |grads| {
+        let norm = grads.norm(norm_type);
         if error_if_nonfinite && !norm.is_finite() {
             return Err(pyo3::exceptions::PyRuntimeError::new_err(format!(
                 "the total norm of order {norm_type} of the gradients is non-finite ({norm}), \
@@ -1013,16 +1191,10 @@ fn clip_grad_norm(
         let coef = clip::clip_coefficient(max_norm, norm);
         // `coef` is NaN for a NaN norm: multiplying spreads the NaN, as PyTorch does.
         if coef.is_nan() || coef < 1.0 {
-            clip::scale(grads, coef);
+            grads.scale(coef);
         }
         Ok(norm)
-    }
-    with_grads(
-        py,
-        grads,
-        |g| clip(g, max_norm, norm_type, error_if_nonfinite),
-        |g| clip(g, max_norm, norm_type, error_if_nonfinite),
-    )
+    })
 }
 
 /// Clamps every gradient element to `[-clip_value, clip_value]` in place (NaN kept).
@@ -1033,29 +1205,23 @@ fn clip_grad_value(py: Python<'_>, grads: &Bound<'_, PyAny>, clip_value: f64) ->
             "clip_value must be >= 0, got {clip_value}"
         )));
     }
-    with_grads(
-        py,
-        grads,
-        |g| {
-            clip::clamp(g, clip_value);
-            Ok(())
-        },
-        |g| {
-            clip::clamp(g, clip_value);
-            Ok(())
-        },
-    )
+    with_grads(py, grads, |grads| {
+        grads.clamp(clip_value);
+        Ok(())
+    })
 }
 
 /// Benchmark baseline: the memory traffic of an optimizer with `len(states)` state arrays
-/// (`param += grad; state += grad`), through the same checks, threads and dispatch.
+/// (`param += grad; state += grad`), through the same checks, threads and dispatch (and, for
+/// float16/bfloat16 parameters, the same widening and rounding, with `master` if given).
 #[pyfunction]
-#[pyo3(signature = (param, grad, *states))]
+#[pyo3(signature = (param, grad, *states, master=None))]
 fn _memory_floor_step(
     py: Python<'_>,
     param: &Bound<'_, PyAny>,
     grad: &Bound<'_, PyAny>,
     states: Vec<Bound<'_, PyAny>>,
+    master: Option<&Bound<'_, PyAny>>,
 ) -> PyResult<()> {
     let optimizer = MemoryFloor {
         states: states.len(),
@@ -1066,7 +1232,7 @@ fn _memory_floor_step(
         *slot = Some(state);
     }
     let one = 1_u64.into_pyobject(py)?;
-    run(py, &optimizer, one.as_any(), param, grad, &slots)
+    run(py, &optimizer, one.as_any(), param, grad, &slots, master)
 }
 
 /// The SIMD instruction set the kernels run with: "avx512", "avx2", "sse2", "neon" or "scalar".
