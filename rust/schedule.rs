@@ -724,7 +724,11 @@ impl Schedule {
             } => {
                 let (s, d) = if *cycle {
                     let cycles = if t == 0 { 1 } else { t.div_ceil(*decay_steps) };
-                    (tf, (*decay_steps as f64) * cycles as f64)
+                    // The period in integers, rounded once: t ≤ period, so t/period ≤ 1 after
+                    // rounding too. (Rounding the two factors first could make the period
+                    // smaller than t near 2^60, and a negative base NaN.)
+                    let period = u128::from(*decay_steps) * u128::from(cycles);
+                    (tf, period as f64)
                 } else {
                     (t.min(*decay_steps) as f64, *decay_steps as f64)
                 };
@@ -897,6 +901,23 @@ mod tests {
 
     fn rates(schedule: &Schedule, n: u64) -> Vec<f64> {
         (0..n).map(|t| schedule.rate(t).unwrap()).collect()
+    }
+
+    #[test]
+    fn cycling_polynomial_decay_stays_finite_at_huge_steps() {
+        // Found by hypothesis: with the period's factors rounded separately, the period came
+        // out below the step and a fractional power of a negative number gave NaN.
+        let schedule = Schedule::KerasPolynomial {
+            initial_learning_rate: 1.0,
+            decay_steps: 103,
+            end_learning_rate: 0.0,
+            power: 1.5,
+            cycle: true,
+        };
+        for t in [1_152_921_504_606_846_912, u64::MAX - 5, 1 << 62] {
+            let rate = schedule.rate(t).unwrap();
+            assert!((0.0..=1.0).contains(&rate), "{t}: {rate}");
+        }
     }
 
     #[test]

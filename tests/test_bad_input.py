@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -87,10 +88,11 @@ def param_integer_dtype(k: Kernel, a: dict[str, Any]) -> str:
 
 
 @case(TypeError)
-def param_float16(k: Kernel, a: dict[str, Any]) -> str:
+def float16_state_of_float16_param(k: Kernel, a: dict[str, Any]) -> str:
+    # float16 parameters are updated with float32 state (mixed precision), not float16 state.
     for name in a["arrays"]:
         a["arrays"][name] = a["arrays"][name].astype(np.float16)
-    return "param"
+    return state_name(k, a)
 
 
 @case(TypeError)
@@ -350,4 +352,183 @@ def test_acceptable_inputs(kernel: Kernel) -> None:
         args = fresh(kernel)
         for n in args["arrays"]:
             args["arrays"][n] = np.ones(shape, np.float32)
+        call(kernel, args)
+
+
+# Mixed precision: float16 / bfloat16 parameters and gradients, float32 state and master copy.
+
+
+def fresh_mixed(kernel: Kernel, dtype: Any = np.float16) -> dict[str, Any]:
+    args = fresh(kernel)
+    for name in ("param", "grad"):
+        args["arrays"][name] = args["arrays"][name].astype(dtype)
+    args["arrays"]["master"] = args["arrays"]["param"].astype(np.float32)
+    return args
+
+
+MIXED_CASES: list[tuple[str, type[Exception], Mutation]] = []
+
+
+def mixed_case(exc: type[Exception]) -> Callable[[Mutation], Mutation]:
+    def register(fn: Mutation) -> Mutation:
+        MIXED_CASES.append((fn.__name__, exc, fn))
+        return fn
+
+    return register
+
+
+@mixed_case(ValueError)
+def master_of_float32_param(k: Kernel, a: dict[str, Any]) -> str:
+    for name in ("param", "grad"):
+        a["arrays"][name] = a["arrays"][name].astype(np.float32)
+    return "master"
+
+
+@mixed_case(TypeError)
+def master_float16(k: Kernel, a: dict[str, Any]) -> str:
+    a["arrays"]["master"] = a["arrays"]["master"].astype(np.float16)
+    return "master"
+
+
+@mixed_case(TypeError)
+def master_float64(k: Kernel, a: dict[str, Any]) -> str:
+    a["arrays"]["master"] = a["arrays"]["master"].astype(np.float64)
+    return "master"
+
+
+@mixed_case(ValueError)
+def master_shape_mismatch(k: Kernel, a: dict[str, Any]) -> str:
+    a["arrays"]["master"] = a["arrays"]["master"][:-1].copy()
+    return "master"
+
+
+@mixed_case(ValueError)
+def master_read_only(k: Kernel, a: dict[str, Any]) -> str:
+    a["arrays"]["master"].flags.writeable = False
+    return "master"
+
+
+@mixed_case(ValueError)
+def master_non_contiguous(k: Kernel, a: dict[str, Any]) -> str:
+    a["arrays"]["master"] = np.repeat(a["arrays"]["master"], 2)[::2]
+    return "master"
+
+
+@mixed_case(TypeError)
+def master_not_an_array(k: Kernel, a: dict[str, Any]) -> str:
+    a["arrays"]["master"] = a["arrays"]["master"].tolist()
+    return "master"
+
+
+@mixed_case(ValueError)
+def master_is_a_state(k: Kernel, a: dict[str, Any]) -> str:
+    a["arrays"]["master"] = a["arrays"][state_name(k, a)]
+    return "master"
+
+
+@mixed_case(ValueError)
+def master_overlaps_the_param(k: Kernel, a: dict[str, Any]) -> str:
+    # Different dtypes over one buffer: the check is on bytes, not on array identity.
+    raw = np.zeros(N * 4, np.uint8)
+    a["arrays"]["master"] = raw.view(np.float32)
+    a["arrays"]["param"] = raw[: N * 2].view(np.float16)
+    return "master"
+
+
+@mixed_case(TypeError)
+def grad_float32_with_float16_param(k: Kernel, a: dict[str, Any]) -> str:
+    a["arrays"]["grad"] = a["arrays"]["grad"].astype(np.float32)
+    return "grad"
+
+
+@mixed_case(TypeError)
+def grad_bfloat16_with_float16_param(k: Kernel, a: dict[str, Any]) -> str:
+    a["arrays"]["grad"] = a["arrays"]["grad"].astype(ml_dtypes.bfloat16)
+    return "grad"
+
+
+@mixed_case(TypeError)
+def state_float64_with_bfloat16_param(k: Kernel, a: dict[str, Any]) -> str:
+    for name in ("param", "grad"):
+        a["arrays"][name] = a["arrays"][name].astype(ml_dtypes.bfloat16)
+    name = state_name(k, a)
+    a["arrays"][name] = a["arrays"][name].astype(np.float64)
+    return name
+
+
+@mixed_case(TypeError)
+def master_list_for_one_param(k: Kernel, a: dict[str, Any]) -> str:
+    a["arrays"]["master"] = [a["arrays"]["master"]]
+    return "master"
+
+
+@mixed_case(ValueError)
+def param_list_with_a_short_master_list(k: Kernel, a: dict[str, Any]) -> str:
+    for name in list(a["arrays"]):
+        a["arrays"][name] = [a["arrays"][name], a["arrays"][name].copy()]
+    a["arrays"]["master"] = a["arrays"]["master"][:1]
+    return "master"
+
+
+@mixed_case(TypeError)
+def param_list_mixing_float16_and_bfloat16(k: Kernel, a: dict[str, Any]) -> str:
+    for name in list(a["arrays"]):
+        a["arrays"][name] = [a["arrays"][name], a["arrays"][name].copy()]
+    for name in ("param", "grad"):
+        a["arrays"][name][1] = a["arrays"][name][1].astype(ml_dtypes.bfloat16)
+    return "param[1]"
+
+
+for bad_step in [0, 1.5]:
+    MIXED_CASES.append((f"step={bad_step!r}", ValueError, _step(bad_step)))
+MIXED_CASES.append(("lr=-1", ValueError, _hyper("lr", -1.0)))
+
+
+@pytest.mark.parametrize(
+    "kernel,exc,mutate",
+    [(k, exc, m) for k in KERNELS for _, exc, m in MIXED_CASES],
+    ids=[f"{k.name}-{name}" for k in KERNELS for name, _, _ in MIXED_CASES],
+)
+def test_bad_mixed_input_raises_and_changes_nothing(
+    kernel: Kernel, exc: type[Exception], mutate: Mutation
+) -> None:
+    args = fresh_mixed(kernel)
+    argument = mutate(kernel, args)
+    before = snapshot_all(args)
+    TRIED["bad inputs"] += 1
+    with pytest.raises(exc) as info:
+        call(kernel, args)
+    changed = snapshot_all(args) != before
+    TRIED["arrays changed"] += changed
+    assert not changed, "an array changed although the call failed"
+    assert argument in str(info.value), f"message does not name {argument!r}: {info.value}"
+
+
+def snapshot_all(args: dict[str, Any]) -> list[bytes]:
+    """The bytes of every array, also inside lists."""
+    out = []
+    for value in args["arrays"].values():
+        for array in value if isinstance(value, list) else [value]:
+            if isinstance(array, np.ndarray):
+                out.append(array.tobytes())
+    return out
+
+
+@pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: k.name)
+@pytest.mark.parametrize("dtype", [np.float16, ml_dtypes.bfloat16], ids=["float16", "bfloat16"])
+def test_acceptable_mixed_inputs(kernel: Kernel, dtype: Any) -> None:
+    """With or without a master copy, read-only grads, empty and 0-d arrays."""
+    for with_master in (True, False):
+        args = fresh_mixed(kernel, dtype)
+        if not with_master:
+            del args["arrays"]["master"]
+        args["arrays"]["grad"].flags.writeable = False
+        before = args["arrays"]["param"].copy()
+        call(kernel, args)
+        assert not np.array_equal(args["arrays"]["param"], before)
+    for shape in [(), (0,), (3, 0, 2)]:
+        args = fresh_mixed(kernel, dtype)
+        for n in args["arrays"]:
+            low = n in ("param", "grad")
+            args["arrays"][n] = np.ones(shape, dtype if low else np.float32)
         call(kernel, args)

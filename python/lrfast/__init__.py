@@ -9,7 +9,9 @@ with PyTorch's ``torch.optim`` semantics::
     lrfast.adam_step(p, g, m, v, step=1, lr=1e-3)
 
 Every kernel also takes lists of arrays (params, grads and each state as lists of equal length)
-and updates them all in one call. The optimizer classes (:class:`Adam`, :class:`SGD`, ...) keep
+and updates them all in one call. float16 and bfloat16 (``ml_dtypes``) parameters and gradients
+are updated in mixed precision: float32 state, computed in float32, with an optional float32
+master copy (``master=``). The optimizer classes (:class:`Adam`, :class:`SGD`, ...) keep
 the state for you, and :mod:`lrfast.reference` holds a plain NumPy version of every kernel.
 
 Learning-rate schedules live in :mod:`lrfast.schedules` (``lr=`` of any kernel or optimizer
@@ -51,6 +53,7 @@ from .optim import (
     Optimizer,
     RAdam,
     RMSprop,
+    is_low_precision,
     state_like,
 )
 from .sensitivity import Diagnosis, SensitivityResult, diagnose, log_grid, sensitivity
@@ -76,6 +79,7 @@ __all__ = [
     "get_num_threads",
     "threads",
     "state_like",
+    "is_low_precision",
     "Optimizer",
     "SGD",
     "Adagrad",

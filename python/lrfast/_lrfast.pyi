@@ -6,9 +6,16 @@ writing them (see ``grad_norm``); the result is bit-identical to clipping in pla
 updating.
 
 All arrays of one call share shape and dtype (float32 or float64) and are C-contiguous; every
-array but ``grad`` must be writeable, and no two may share memory. ``step`` is the 1-based number
-of this update. Bad input raises ``TypeError`` / ``ValueError`` naming the argument, before any
-array is written.
+array but ``grad`` must be writeable, and no two may share memory.
+
+Mixed precision: ``param`` and ``grad`` may instead be float16, or bfloat16 (``ml_dtypes``), with
+float32 state arrays. The update widens them exactly, computes in float32 (the float32 kernel,
+bit for bit) and rounds the new parameter to nearest-even. ``master``, a float32 array (or list)
+shaped like ``param``, is the parameter's master copy: the update reads it instead of ``param``
+and writes both, so steps smaller than the 16-bit spacing accumulate instead of vanishing.
+
+``step`` is the 1-based number of this update. Bad input raises ``TypeError`` / ``ValueError``
+naming the argument, before any array is written.
 
 ``lr`` is a float or a schedule (``lrfast.schedules``): a schedule is evaluated inside the same
 call at scheduler step ``step - 1``, so update 1 uses ``schedule(0)``.
@@ -60,6 +67,7 @@ def sgd_step(
     weight_decay: float = 0.0,
     maximize: bool = False,
     grad_scale: float = 1.0,
+    master: Optional[_Array] = None,
 ) -> None:
     """SGD: ``b ← g`` (t = 1) or ``μ·b + (1 − dampening)·g``; ``d = g + μ·b`` (Nesterov) or
     ``b``; ``p ← p − lr·d``. ``momentum_buffer`` is required when ``momentum > 0``."""
@@ -76,6 +84,7 @@ def adagrad_step(
     eps: float = 1e-10,
     maximize: bool = False,
     grad_scale: float = 1.0,
+    master: Optional[_Array] = None,
 ) -> None:
     """Adagrad: ``clr = lr/(1 + (t − 1)·lr_decay)``, ``s ← s + g²``,
     ``p ← p − clr·g/(√s + eps)``."""
@@ -96,6 +105,7 @@ def rmsprop_step(
     centered: bool = False,
     maximize: bool = False,
     grad_scale: float = 1.0,
+    master: Optional[_Array] = None,
 ) -> None:
     """RMSprop: ``v ← α·v + (1 − α)·g²``; centered ``a ← α·a + (1 − α)·g``, ``den = √(v − a²) +
     eps`` else ``√v + eps``; momentum ``b ← μ·b + g/den``, ``p ← p − lr·b``; else
@@ -114,6 +124,7 @@ def adadelta_step(
     weight_decay: float = 0.0,
     maximize: bool = False,
     grad_scale: float = 1.0,
+    master: Optional[_Array] = None,
 ) -> None:
     """Adadelta: ``v ← ρ·v + (1 − ρ)·g²``, ``Δ = √(u + eps)/√(v + eps)·g``,
     ``u ← ρ·u + (1 − ρ)·Δ²``, ``p ← p − lr·Δ``."""
@@ -133,6 +144,7 @@ def adam_step(
     amsgrad: bool = False,
     maximize: bool = False,
     grad_scale: float = 1.0,
+    master: Optional[_Array] = None,
 ) -> None:
     """Adam: ``m ← β1·m + (1 − β1)·g``, ``v ← β2·v + (1 − β2)·g²``,
     ``p ← p − (lr/bc1)·m/(√v/√bc2 + eps)`` with ``bc_i = 1 − β_i^t``. ``amsgrad`` uses
@@ -155,6 +167,7 @@ def adamw_step(
     amsgrad: bool = False,
     maximize: bool = False,
     grad_scale: float = 1.0,
+    master: Optional[_Array] = None,
 ) -> None:
     """AdamW: ``p ← p·(1 − lr·weight_decay)``, then Adam's update without an L2 term."""
 
@@ -171,6 +184,7 @@ def adamax_step(
     weight_decay: float = 0.0,
     maximize: bool = False,
     grad_scale: float = 1.0,
+    master: Optional[_Array] = None,
 ) -> None:
     """Adamax: ``m ← β1·m + (1 − β1)·g``, ``u ← max(β2·u, |g| + eps)`` (NaN kept),
     ``p ← p − (lr/(1 − β1^t))·m/u``."""
@@ -191,6 +205,7 @@ def nadam_step(
     maximize: bool = False,
     mu_product: Optional[float] = None,
     grad_scale: float = 1.0,
+    master: Optional[_Array] = None,
 ) -> float:
     """NAdam (PyTorch's). ``mu_product`` is the product of the momentum coefficients of the
     updates before this one (computed from scratch when None); returns it after this update,
@@ -210,6 +225,7 @@ def radam_step(
     decoupled_weight_decay: bool = False,
     maximize: bool = False,
     grad_scale: float = 1.0,
+    master: Optional[_Array] = None,
 ) -> None:
     """RAdam: Adam's moments with the variance rectification of Liu et al. (2020)."""
 
@@ -222,7 +238,9 @@ def set_num_threads(threads: int) -> None:
 def get_num_threads() -> int:
     """How many threads the kernels may use (``LRFAST_NUM_THREADS``, else the number of cores)."""
 
-def _memory_floor_step(param: _Array, grad: _Array, *states: _Array) -> None:
+def _memory_floor_step(
+    param: _Array, grad: _Array, *states: _Array, master: Optional[_Array] = None
+) -> None:
     """Benchmark baseline: ``param += grad; state += grad`` for each state, one fused pass."""
 
 def _set_simd_level(name: str) -> str:

@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Union
 import numpy as np
 
 from . import _lrfast
-from .optim import Optimizer, Params, _as_list
+from .optim import Optimizer, Params, _as_list, is_low_precision
 
 __all__ = ["sgd_hd_step", "adam_hd_step", "SGDHD", "AdamHD"]
 
@@ -194,6 +194,12 @@ class _HypergradientOptimizer(Optimizer):
     def __init__(self, params: Params, **hyperparameters: Any) -> None:
         self.current_lr = float(hyperparameters.get("lr", self._defaults["lr"]))
         super().__init__(params, **hyperparameters)
+        for i, p in enumerate(self.params):
+            if is_low_precision(p.dtype):
+                raise TypeError(
+                    f"params[{i}] has dtype {p.dtype}; {type(self).__name__} updates float32 "
+                    "and float64 parameters only"
+                )
         self.lr_history: list[float] = []
 
     @property

@@ -21,6 +21,7 @@ from .schedules import Constant, Product, Schedule, from_dict
 
 __all__ = [
     "state_like",
+    "is_low_precision",
     "Optimizer",
     "SGD",
     "Adagrad",
@@ -51,8 +52,24 @@ def _as_list(arrays: Params, what: str) -> list[np.ndarray]:
 _STAGGER_MIN_BYTES = 1 << 20
 
 
-def state_like(param: np.ndarray, slot: int = 0, fill: float = 0.0) -> np.ndarray:
+def is_low_precision(dtype: Any) -> bool:
+    """Whether ``dtype`` is float16 or bfloat16 (``ml_dtypes.bfloat16``): parameters the kernels
+    update in mixed precision, with float32 state and an optional float32 master copy."""
+    resolved = np.dtype(dtype)
+    return bool(resolved == np.float16 or (resolved.name == "bfloat16" and resolved.itemsize == 2))
+
+
+def _state_dtype(param: np.ndarray) -> np.dtype[Any]:
+    return np.dtype(np.float32) if is_low_precision(param.dtype) else param.dtype
+
+
+def state_like(
+    param: np.ndarray, slot: int = 0, fill: float = 0.0, dtype: Any = None
+) -> np.ndarray:
     """A new C-contiguous array shaped like ``param``, filled with ``fill``, for optimizer state.
+
+    Its dtype is ``dtype`` if given, else the state dtype the kernels expect for ``param``:
+    ``param``'s own, or float32 for float16 and bfloat16 parameters (mixed precision).
 
     Large arrays start at an address offset by ``(slot + 1) * 1024`` bytes, modulo 4 KiB, from
     ``param``'s. Arrays NumPy allocates alone all start at the same offset within a 4 KiB page,
@@ -60,18 +77,27 @@ def state_like(param: np.ndarray, slot: int = 0, fill: float = 0.0) -> np.ndarra
     bandwidth (measured: Adam at 2^24 elements, 20.0 ms with every array at one offset, 15.7 ms
     with the states staggered). ``slot`` numbers the state arrays of one parameter.
     """
-    if param.nbytes < _STAGGER_MIN_BYTES:
-        return np.full(param.shape, fill, dtype=param.dtype)
-    buffer = np.empty(param.nbytes + 4096, dtype=np.uint8)
+    dtype = _state_dtype(param) if dtype is None else np.dtype(dtype)
+    nbytes = param.size * dtype.itemsize
+    if nbytes < _STAGGER_MIN_BYTES:
+        return np.full(param.shape, fill, dtype=dtype)
+    buffer = np.empty(nbytes + 4096, dtype=np.uint8)
     target = param.ctypes.data + (slot + 1) * 1024
     start = (target - buffer.ctypes.data) % 4096
-    out = buffer[start : start + param.nbytes].view(param.dtype).reshape(param.shape)
+    out: np.ndarray = buffer[start : start + nbytes].view(dtype).reshape(param.shape)
     out.fill(fill)
     return out
 
 
 class Optimizer:
     """Base class: a kernel, its hyperparameters, the parameters and their state.
+
+    Parameters may be float32, float64, float16 or bfloat16 (``ml_dtypes``); those of one dtype
+    are updated by one kernel call. float16 and bfloat16 parameters keep float32 state (mixed
+    precision, as DeepSpeed's CPU Adam); with ``master_weights=True`` they also keep a float32
+    master copy (``state[i]["master"]``) that the updates accumulate into, the parameter being
+    its rounding. Without it, an update smaller than half the parameter's spacing is lost (a
+    float16 1.0 ignores any step below 4.9e-4).
 
     Subclasses set ``_kernel`` (the functional ``*_step``), ``_defaults`` (hyperparameters and
     their defaults, in PyTorch's names) and :meth:`_state_names`.
@@ -90,6 +116,7 @@ class Optimizer:
         max_grad_norm: Optional[float] = None,
         grad_norm_type: float = 2.0,
         cycle_momentum: bool = False,
+        master_weights: bool = False,
         **hyperparameters: Any,
     ) -> None:
         unknown = set(hyperparameters) - set(self._defaults)
@@ -99,8 +126,12 @@ class Optimizer:
             )
         self.params = _as_list(params, "params")
         for i, p in enumerate(self.params):
-            if p.dtype not in (np.float32, np.float64):
-                raise TypeError(f"params[{i}] must have dtype float32 or float64, got {p.dtype}")
+            if p.dtype not in (np.float32, np.float64) and not is_low_precision(p.dtype):
+                raise TypeError(
+                    f"params[{i}] must have dtype float32, float64, float16 or bfloat16, "
+                    f"got {p.dtype}"
+                )
+        self.master_weights = bool(master_weights)
         self.defaults = {**self._defaults, **hyperparameters}
         if "betas" in self.defaults:
             self.defaults["betas"] = tuple(float(b) for b in self.defaults["betas"])
@@ -176,6 +207,9 @@ class Optimizer:
     def _initial_state(self, name: str, param: np.ndarray) -> np.ndarray:
         return state_like(param, self._state_names().index(name))
 
+    def _has_master(self, param: np.ndarray) -> bool:
+        return self.master_weights and is_low_precision(param.dtype)
+
     def _kernel_kwargs(self) -> dict[str, Any]:
         return dict(self.defaults)
 
@@ -242,6 +276,10 @@ class Optimizer:
         result = None
         # One kernel call per dtype updates all its parameters at once, spread over threads.
         for group in self._dtype_groups:
+            if self._has_master(self.params[group[0]]):
+                kwargs["master"] = [self.state[i]["master"] for i in group]
+            else:
+                kwargs.pop("master", None)
             result = type(self)._kernel(
                 [self.params[i] for i in group],
                 [grads[i] for i in group],
@@ -260,6 +298,10 @@ class Optimizer:
             for name in names:
                 if name not in s:
                     s[name] = self._initial_state(name, p)
+            if self._has_master(p) and "master" not in s:
+                # The float32 master copy starts as the parameter, widened exactly.
+                s["master"] = state_like(p, len(names))
+                np.copyto(s["master"], p)
 
     @property
     def _dtype_groups(self) -> list[list[int]]:
@@ -292,10 +334,11 @@ class Optimizer:
             )
         for i, (p, s) in enumerate(zip(self.params, states)):
             for key, value in s.items():
-                if value.shape != p.shape or value.dtype != p.dtype:
+                if value.shape != p.shape or value.dtype != _state_dtype(p):
                     raise ValueError(
                         f"state {key!r} of parameter {i} has shape {value.shape} and dtype "
-                        f"{value.dtype}; the parameter has {p.shape} and {p.dtype}"
+                        f"{value.dtype}; it must have {p.shape} and {_state_dtype(p)} "
+                        f"(the parameter is {p.dtype})"
                     )
         hyperparameters = dict(state_dict["hyperparameters"])
         if "betas" in hyperparameters:

@@ -13,7 +13,7 @@ Python floats, that is float64, as in PyTorch.
 from __future__ import annotations
 
 import math
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -27,6 +27,7 @@ __all__ = [
     "adamax_step",
     "nadam_step",
     "radam_step",
+    "mixed_step",
 ]
 
 
@@ -346,3 +347,23 @@ def radam_step(
         param[...] = param - m_hat * lr * adaptive_lr * rect
     else:
         param[...] = param - lr * m_hat
+
+
+def mixed_step(
+    step_fn: Callable[..., Any],
+    param: np.ndarray,
+    grad: np.ndarray,
+    *states: Optional[np.ndarray],
+    master: Optional[np.ndarray] = None,
+    **hyperparameters: Any,
+) -> Any:
+    """A mixed-precision update with the float32 reference ``step_fn`` (one of the above).
+
+    ``param`` and ``grad`` are float16 or bfloat16, ``states`` float32: the gradient and the
+    parameter (or its float32 ``master`` copy) are widened to float32, updated by ``step_fn``,
+    and the new value is rounded back into ``param`` (to nearest, ties to even: NumPy's cast).
+    """
+    work = param.astype(np.float32) if master is None else master
+    result = step_fn(work, grad.astype(np.float32), *states, **hyperparameters)
+    param[...] = work.astype(param.dtype)
+    return result
