@@ -2,9 +2,10 @@
 //! and at the baseline level, reporting elements and bytes per second.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use lrfast::optim::{Adadelta, Adagrad, Adam, Adamax, NAdam, RAdam, RMSprop, Sgd};
+use half::{bf16, f16};
+use lrfast::optim::{Adadelta, Adagrad, Adam, Adamax, MemoryFloor, NAdam, RAdam, RMSprop, Sgd};
 use lrfast::simd::{self, SimdLevel};
-use lrfast::{step, Lanes, Optimizer, Real, MAX_STATE};
+use lrfast::{step, step_mixed, HalfFloat, Lanes, MixedLanes, Optimizer, Real, MAX_STATE};
 use std::hint::black_box;
 
 struct Arrays<T> {
@@ -204,5 +205,85 @@ fn kernels(c: &mut Criterion) {
     );
 }
 
-criterion_group!(benches, kernels);
+/// Mixed precision: 16-bit parameters and gradients, `f32` state, with and without an `f32`
+/// master copy; Adam and the memory floor of the same arrays (2 states), dispatched level.
+fn mixed(c: &mut Criterion) {
+    let sizes: Vec<usize> = std::env::var("LRFAST_BENCH_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1 << 10, 1 << 16, 1 << 20, 1 << 24]);
+    let adam = Adam {
+        lr: 1e-3,
+        beta1: 0.9,
+        beta2: 0.999,
+        eps: 1e-8,
+        weight_decay: 0.0,
+        amsgrad: false,
+        maximize: false,
+        grad_scale: 1.0,
+        decoupled: false,
+    };
+    let floor = MemoryFloor { states: 2 };
+    mixed_group::<f16>(c, "f16", &adam, &floor, &sizes);
+    mixed_group::<bf16>(c, "bf16", &adam, &floor, &sizes);
+}
+
+fn mixed_group<H: HalfFloat + Default>(
+    c: &mut Criterion,
+    dtype: &str,
+    adam: &Adam,
+    floor: &MemoryFloor,
+    sizes: &[usize],
+) {
+    let mut group = c.benchmark_group(format!("mixed/{dtype}"));
+    group.sample_size(20);
+    for &len in sizes {
+        for with_master in [false, true] {
+            // 16-bit param and grad; with a master copy it is read instead of the param and
+            // written besides it; two f32 states read and written.
+            let bytes = if with_master { 12 + 16 } else { 6 + 16 };
+            group.throughput(Throughput::ElementsAndBytes {
+                elements: len as u64,
+                bytes: (len * bytes) as u64,
+            });
+            let suffix = if with_master { "+master" } else { "" };
+            let values = |scale: f32| -> Vec<f32> {
+                (0..len).map(|i| ((i % 97) as f32 - 48.0) * scale).collect()
+            };
+            let narrow = |v: &[f32]| {
+                let mut out = vec![H::default(); v.len()];
+                H::narrow(v, &mut out);
+                out
+            };
+            let mut param = narrow(&values(1e-2));
+            let grad = narrow(&values(1e-3));
+            let mut master = values(1e-2);
+            let mut states = [vec![1e-4f32; len], vec![1e-4f32; len]];
+            for (name, optimizer) in [("adam", 0), ("floor", 1)] {
+                let id = BenchmarkId::new(format!("{name}{suffix}"), len);
+                let mut t = 0u64;
+                group.bench_function(id, |b| {
+                    b.iter(|| {
+                        t += 1;
+                        let [a, v] = &mut states;
+                        let lanes = MixedLanes {
+                            param: &mut param,
+                            grad: &grad,
+                            master: with_master.then_some(&mut master[..]),
+                            state: [a, v, &mut []],
+                        };
+                        if optimizer == 0 {
+                            step_mixed(adam, black_box(t), vec![lanes]).unwrap();
+                        } else {
+                            step_mixed(floor, black_box(1), vec![lanes]).unwrap();
+                        }
+                    })
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, kernels, mixed);
 criterion_main!(benches);

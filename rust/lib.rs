@@ -5,6 +5,7 @@
 //! best SIMD instruction set the CPU has. The Python bindings live behind the `python` feature.
 
 pub mod clip;
+pub mod convert;
 pub mod error;
 pub mod optim;
 pub mod parallel;

@@ -2,7 +2,7 @@
 
 use std::fmt::Debug;
 
-use half::slice::HalfFloatSliceExt;
+use crate::convert;
 use std::ops::{Add, Div, Mul, Neg, Sub};
 
 /// An IEEE element type a kernel can update: `f32` or `f64`.
@@ -91,37 +91,52 @@ pub trait HalfFloat: Copy + Debug + Send + Sync + 'static {
     fn narrow(src: &[f32], dst: &mut [Self]);
 }
 
+// The conversions are branch-free loops over `crate::convert`, inlined into each kernel's
+// loop and vectorized with it (see that module for why not `half`'s slice conversions).
 impl HalfFloat for half::f16 {
     const NAME: &'static str = "float16";
 
     #[inline(always)]
     fn widen(src: &[Self], dst: &mut [f32]) {
-        // `half` converts 8 at a time with F16C when the CPU has it (detected at run time).
-        src.convert_to_f32_slice(dst);
+        let bits = half::slice::HalfFloatSliceExt::reinterpret_cast(src);
+        #[cfg(target_arch = "x86_64")]
+        if convert::f16c::available() {
+            // SAFETY: the CPU has F16C.
+            return unsafe { convert::f16c::widen(bits, dst) };
+        }
+        for (d, &s) in dst.iter_mut().zip(bits) {
+            *d = convert::f16_to_f32(s);
+        }
     }
 
     #[inline(always)]
     fn narrow(src: &[f32], dst: &mut [Self]) {
-        dst.convert_from_f32_slice(src);
+        let bits = half::slice::HalfFloatSliceExt::reinterpret_cast_mut(dst);
+        #[cfg(target_arch = "x86_64")]
+        if convert::f16c::available() {
+            // SAFETY: the CPU has F16C.
+            return unsafe { convert::f16c::narrow(src, bits) };
+        }
+        for (d, s) in bits.iter_mut().zip(src) {
+            *d = convert::f32_to_f16(*s);
+        }
     }
 }
 
 impl HalfFloat for half::bf16 {
     const NAME: &'static str = "bfloat16";
 
-    // `half` converts bfloat16 one element at a time (a shift, and rounding on the bits); as
-    // loops here they are inlined into the caller and vectorized with it.
     #[inline(always)]
     fn widen(src: &[Self], dst: &mut [f32]) {
         for (d, s) in dst.iter_mut().zip(src) {
-            *d = s.to_f32();
+            *d = convert::bf16_to_f32(s.to_bits());
         }
     }
 
     #[inline(always)]
     fn narrow(src: &[f32], dst: &mut [Self]) {
         for (d, s) in dst.iter_mut().zip(src) {
-            *d = half::bf16::from_f32(*s);
+            *d = half::bf16::from_bits(convert::f32_to_bf16(*s));
         }
     }
 }

@@ -11,6 +11,14 @@ ratios taken in the same run mean anything.
 - **numpy**: the update written well in NumPy (in place, ``out=``, preallocated temporaries).
 - **torch**: ``torch.optim`` with ``fused=True`` where PyTorch has it, else ``foreach=True``,
   when torch is installed.
+
+``--dtype float16`` (or ``bfloat16``, with ml_dtypes) times mixed precision: 16-bit parameters
+and gradients, float32 state and, with ``--master`` (the default), a float32 master copy. The
+floor then widens and rounds exactly as the kernels do; NumPy widens into preallocated float32
+buffers, runs the float32 update and casts back; PyTorch, whose optimizers keep state in the
+parameter's dtype, runs the usual master-weights recipe: copy the 16-bit gradient into the
+float32 master's ``.grad``, ``step()`` the float32 optimizer, copy the master into the 16-bit
+parameter.
 """
 
 from __future__ import annotations
@@ -171,10 +179,17 @@ class Spec:
     torch_kwargs: dict[str, Any] = field(default_factory=dict)
     torch_fused: bool = False
 
-    @property
-    def bytes_per_element(self) -> int:
-        """Bytes moved per float32 element: param, grad and states read; param, states written."""
-        return 4 * (2 + self.states + 1 + self.states)
+    def bytes_per_element(self, dtype: str = "float32", master: bool = False) -> int:
+        """Bytes moved per element: param, grad and states read; param and states written.
+
+        float32: ``4·(3 + 2·states)``. Mixed precision (2-byte param and grad, 4-byte states):
+        ``6 + 8·states`` without a master copy; with one the master (4 bytes) is read instead
+        of the param and written besides it, ``12 + 8·states``.
+        """
+        state_bytes = 2 * 4 * self.states
+        if dtype == "float32":
+            return 4 * 3 + state_bytes
+        return (2 + 4 + 2 + 4 if master else 2 + 2 + 2) + state_bytes
 
 
 SPECS = [
@@ -212,6 +227,8 @@ class Row:
     elements: int
     median_s: dict[str, float]
     spread: dict[str, float]  # (p90 - p10) / median
+    dtype: str = "float32"
+    master: bool = False
 
     def ratio(self, a: str, b: str) -> Optional[float]:
         if a in self.median_s and b in self.median_s:
@@ -219,80 +236,144 @@ class Row:
         return None
 
 
+def _numpy_dtype(name: str) -> np.dtype[Any]:
+    if name == "bfloat16":
+        try:
+            import ml_dtypes
+        except ImportError as err:
+            raise SystemExit("bfloat16 needs ml_dtypes: pip install 'lrfast[bfloat16]'") from err
+        bfloat16: np.dtype[Any] = np.dtype(ml_dtypes.bfloat16)
+        return bfloat16
+    return np.dtype(name)
+
+
+@dataclass
+class Case:
+    """The arrays of one implementation: parameters, gradients, states per parameter, and the
+    float32 master copies of 16-bit parameters (None without)."""
+
+    params: Arrays
+    grads: Arrays
+    states: list[Arrays]
+    masters: Optional[Arrays]
+
+
 def _make_case(
-    spec: Spec, sizes: Sequence[int], seed: int = 0
-) -> tuple[Arrays, Arrays, list[Arrays]]:
+    spec: Spec, sizes: Sequence[int], dtype: str = "float32", master: bool = False, seed: int = 0
+) -> Case:
     rng = np.random.default_rng(seed)
-    params = [rng.standard_normal(n).astype(np.float32) for n in sizes]
-    grads = [(rng.standard_normal(n) * 1e-2).astype(np.float32) for n in sizes]
-    # States staggered as lrfast's optimizer classes allocate them (see `lrfast.state_like`).
+    npdtype = _numpy_dtype(dtype)
+    params = [rng.standard_normal(n).astype(np.float32).astype(npdtype) for n in sizes]
+    grads = [(rng.standard_normal(n) * 1e-2).astype(np.float32).astype(npdtype) for n in sizes]
+    # States staggered as lrfast's optimizer classes allocate them (see `lrfast.state_like`);
+    # float32 for 16-bit parameters.
     states = [[state_like(p, k, 1e-3) for k in range(spec.states)] for p in params]
-    return params, grads, states
+    masters = None
+    if dtype != "float32" and master:
+        masters = [state_like(p, spec.states) for p in params]
+        for m, p in zip(masters, params):
+            np.copyto(m, p)
+    return Case(params, grads, states, masters)
 
 
 def _implementations(
-    spec: Spec, sizes: Sequence[int], torch: Any
+    spec: Spec, sizes: Sequence[int], torch: Any, dtype: str = "float32", master: bool = False
 ) -> tuple[dict[str, Callable[[], None]], dict[str, np.ndarray]]:
     many = len(sizes) > 1
     impls: dict[str, Callable[[], None]] = {}
     watched: dict[str, np.ndarray] = {}  # a parameter of each, to check it was really updated
 
-    p, g, s = _make_case(spec, sizes)
+    def one_or_list(arrays: Arrays) -> Any:
+        return arrays if many else arrays[0]
+
+    def master_kwargs(case: Case) -> dict[str, Any]:
+        return {} if case.masters is None else {"master": one_or_list(case.masters)}
+
+    c = _make_case(spec, sizes, dtype, master)
     kernel = LRFAST_KERNELS[spec.name]
-    state_args = [list(x) for x in zip(*s)] if many else list(s[0])
+    state_args = [one_or_list(list(x)) for x in zip(*c.states)]
     counter = [0]
-    lrfast_kwargs = dict(spec.lrfast_kwargs)
+    lrfast_kwargs = {**spec.lrfast_kwargs, **master_kwargs(c)}
 
     def run_lrfast() -> None:
         counter[0] += 1
         result = kernel(
-            p if many else p[0],
-            g if many else g[0],
-            *state_args,
-            step=counter[0],
+            one_or_list(c.params), one_or_list(c.grads), *state_args, step=counter[0],
             **lrfast_kwargs,
-        )
+        )  # fmt: skip
         if spec.name == "nadam":  # carry the running product, as the optimizer class does
             lrfast_kwargs["mu_product"] = result
 
     impls["lrfast"] = run_lrfast
-    watched["lrfast"] = p[0]
+    watched["lrfast"] = c.params[0]
 
-    fp, fg, fs = _make_case(spec, sizes)
-    floor_states = [list(x) for x in zip(*fs)] if many else list(fs[0])
+    f = _make_case(spec, sizes, dtype, master)
+    floor_states = [one_or_list(list(x)) for x in zip(*f.states)]
+    floor_kwargs = master_kwargs(f)
 
     def run_floor() -> None:
-        _lrfast._memory_floor_step(fp if many else fp[0], fg if many else fg[0], *floor_states)
+        _lrfast._memory_floor_step(
+            one_or_list(f.params), one_or_list(f.grads), *floor_states, **floor_kwargs
+        )
 
     impls["floor"] = run_floor
-    watched["floor"] = fp[0]
+    watched["floor"] = f.params[0]
 
-    np_p, np_g, np_s = _make_case(spec, sizes)
-    tmps = [np.empty_like(x) for x in np_p]
+    n = _make_case(spec, sizes, dtype, master)
+    tmps = [np.empty(x.shape, np.float32 if dtype != "float32" else x.dtype) for x in n.params]
     np_counter = [0]
+    if dtype == "float32":
 
-    def run_numpy() -> None:
-        np_counter[0] += 1
-        for x, gx, sx, tx in zip(np_p, np_g, np_s, tmps):
-            spec.numpy(x, gx, sx, np_counter[0], tx)
+        def run_numpy() -> None:
+            np_counter[0] += 1
+            for x, gx, sx, tx in zip(n.params, n.grads, n.states, tmps):
+                spec.numpy(x, gx, sx, np_counter[0], tx)
+    else:
+        # Mixed precision: widen into preallocated float32 buffers, update, round back.
+        wide_grads = [np.empty(x.shape, np.float32) for x in n.params]
+        work = n.masters if n.masters is not None else [np.empty_like(g) for g in wide_grads]
+
+        def run_numpy() -> None:
+            np_counter[0] += 1
+            for i, (x, gx, sx, tx) in enumerate(zip(n.params, n.grads, n.states, tmps)):
+                np.copyto(wide_grads[i], gx)
+                if n.masters is None:
+                    np.copyto(work[i], x)
+                spec.numpy(work[i], wide_grads[i], sx, np_counter[0], tx)
+                np.copyto(x, work[i], casting="unsafe")
 
     impls["numpy"] = run_numpy
-    watched["numpy"] = np_p[0]
+    watched["numpy"] = n.params[0]
 
-    if torch is not None:
-        tp, tg, _ = _make_case(spec, sizes)
-        tensors = [torch.from_numpy(x).requires_grad_(False) for x in tp]
-        for tensor, grad in zip(tensors, tg):
-            tensor.grad = torch.from_numpy(grad)
+    if torch is not None and (dtype == "float32" or (master and dtype == "float16")):
+        t = _make_case(spec, sizes, dtype, master)
         kwargs = dict(spec.torch_kwargs)
         kwargs["fused" if spec.torch_fused else "foreach"] = True
-        opt = getattr(torch.optim, spec.torch_class)(tensors, **kwargs)
+        if dtype == "float32":
+            tensors = [torch.from_numpy(x) for x in t.params]
+            for tensor, grad in zip(tensors, t.grads):
+                tensor.grad = torch.from_numpy(grad)
+            opt = getattr(torch.optim, spec.torch_class)(tensors, **kwargs)
 
-        def run_torch() -> None:
-            opt.step()
+            def run_torch() -> None:
+                opt.step()
+        else:
+            assert t.masters is not None
+            low = [torch.from_numpy(x) for x in t.params]
+            low_grads = [torch.from_numpy(g) for g in t.grads]
+            masters = [torch.from_numpy(m) for m in t.masters]
+            for m in masters:
+                m.grad = torch.empty_like(m)
+            opt = getattr(torch.optim, spec.torch_class)(masters, **kwargs)
+            master_grads = [m.grad for m in masters]
+
+            def run_torch() -> None:
+                torch._foreach_copy_(master_grads, low_grads)
+                opt.step()
+                torch._foreach_copy_(low, masters)
 
         impls["torch"] = run_torch
-        watched["torch"] = tp[0]
+        watched["torch"] = t.params[0]
     return impls, watched
 
 
@@ -327,7 +408,12 @@ def _time(
 
 
 def run(
-    kernels: Sequence[str], sizes: Sequence[str], budget_s: float, with_torch: bool = True
+    kernels: Sequence[str],
+    sizes: Sequence[str],
+    budget_s: float,
+    with_torch: bool = True,
+    dtype: str = "float32",
+    master: bool = False,
 ) -> list[Row]:
     torch = None
     if with_torch:
@@ -344,13 +430,18 @@ def run(
         for size in sizes:
             shapes = [4096] * 1000 if size == "1000x4096" else [2 ** int(size)]
             label = "1000x4096" if size == "1000x4096" else f"2^{size}"
-            impls, watched = _implementations(spec, shapes, torch)
+            impls, watched = _implementations(spec, shapes, torch, dtype, master)
             before = {name: array.copy() for name, array in watched.items()}
             medians, spread = _time(impls, budget_s)
             for name, array in watched.items():  # nothing was optimized away or failed
-                if np.array_equal(array, before[name]) or not np.isfinite(array).all():
+                wide = array.astype(np.float32)
+                if (
+                    np.array_equal(wide, before[name].astype(np.float32))
+                    or not np.isfinite(wide).all()
+                ):
                     raise RuntimeError(f"{name} did not update {kernel} at {size} properly")
-            rows.append(Row(kernel, label, sum(shapes), medians, spread))
+            mixed_master = master and dtype != "float32"
+            rows.append(Row(kernel, label, sum(shapes), medians, spread, dtype, mixed_master))
             print(_format_row(rows[-1]), flush=True)
     return rows
 
@@ -372,7 +463,7 @@ def _fmt_time(seconds: Optional[float]) -> str:
 def _format_row(row: Row) -> str:
     m = row.median_s
     spec = SPEC_BY_NAME[row.kernel]
-    gbps = spec.bytes_per_element * row.elements / m["lrfast"] / 1e9
+    gbps = spec.bytes_per_element(row.dtype, row.master) * row.elements / m["lrfast"] / 1e9
 
     def ratio(a: str, b: str) -> str:
         r = row.ratio(a, b)
@@ -410,7 +501,9 @@ def plot(rows: Sequence[Row], path: Path) -> None:
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.set_xticks([j + 0.4 - width / 2 for j in range(len(sizes))], sizes)
     ax.set_ylabel("floor time / lrfast time")
-    ax.set_title("lrfast against the memory floor (1.0 = physical limit), float32")
+    dtype = rows[0].dtype if rows else "float32"
+    suffix = " with float32 master" if rows and rows[0].master else ""
+    ax.set_title(f"lrfast against the memory floor (1.0 = physical limit), {dtype}{suffix}")
     ax.legend(ncol=5, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -428,6 +521,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "--budget", type=float, default=1.0, help="seconds of timing per kernel and size"
     )
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "float16", "bfloat16"],
+        help="float16/bfloat16: mixed precision (16-bit params and grads, float32 state)",
+    )
+    parser.add_argument(
+        "--master",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --dtype float16/bfloat16, keep a float32 master copy (default: yes)",
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--plot", type=Path, help="draw the floor ratios to this PNG")
     args = parser.parse_args(argv)
@@ -441,12 +546,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         "processor": _cpu_model(), "threads": get_num_threads(), "simd": simd_level(),
         "numpy": np.__version__,
     }  # fmt: skip
+    master = args.master and args.dtype != "float32"
+    precision = args.dtype + (" params with float32 state and master" if master else "")
+    if args.dtype != "float32" and not master:
+        precision += " params with float32 state"
+    machine["precision"] = precision
     print(
-        f"lrfast bench: float32, {machine['threads']} threads, SIMD {machine['simd']}, "
+        f"lrfast bench: {precision}, {machine['threads']} threads, SIMD {machine['simd']}, "
         f"{machine['processor']}"
     )
     print(HEADER)
-    rows = run(kernels, sizes, args.budget, with_torch=not args.no_torch)
+    rows = run(kernels, sizes, args.budget, not args.no_torch, args.dtype, master)
     if args.json:
         args.json.write_text(
             json.dumps({"machine": machine, "rows": [asdict(r) for r in rows]}, indent=1)
