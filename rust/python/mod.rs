@@ -563,27 +563,52 @@ unsafe fn slice_mut<'a, T: Element>(arg: &'a ArrayArg<'_>) -> PyResult<&'a mut [
     unsafe { array.as_slice_mut() }.map_err(not_contiguous)
 }
 
+/// A checked gradient as a shared slice of `T` (it may be read-only).
+///
+/// # Safety
+/// As for [`slice_mut`], except that `arg` need not be writeable and may only be read.
+unsafe fn slice<'a, T: Element>(arg: &'a ArrayArg<'_>) -> PyResult<&'a [T]> {
+    let array = arg.array.cast::<PyArrayDyn<T>>()?;
+    // SAFETY: as the caller guarantees.
+    unsafe { array.as_slice() }.map_err(not_contiguous)
+}
+
+/// A tensor's state arrays as slices of `T`, in their slots (unused slots empty).
+///
+/// # Safety
+/// As for [`slice_mut`], for every state array of `tensor`.
+#[allow(clippy::mut_from_ref)] // see `slice_mut`
+unsafe fn state_slices<'a, T: Element>(
+    tensor: &'a TensorArgs<'_>,
+) -> PyResult<[&'a mut [T]; MAX_STATE]> {
+    let mut state: [&mut [T]; MAX_STATE] = [&mut [], &mut [], &mut []];
+    for (slot, array) in &tensor.states {
+        // SAFETY: as the caller guarantees.
+        state[*slot] = unsafe { slice_mut(array)? };
+    }
+    Ok(state)
+}
+
 /// The non-empty tensors of a checked and claimed call, as slices of `T`.
 fn plain_lanes<'a, T: Real + Element>(
     tensors: &'a [TensorArgs<'_>],
 ) -> PyResult<Vec<Lanes<'a, T>>> {
-    let mut lanes = Vec::with_capacity(tensors.len());
-    for tensor in tensors.iter().filter(|t| t.param.array.len() > 0) {
-        let mut state: [&mut [T]; MAX_STATE] = [&mut [], &mut [], &mut []];
-        // SAFETY: `run` checked every array's dtype, layout and shape, and `claim_tensors` that
-        // they are pairwise disjoint, writeable where written, and not in use by another call.
-        unsafe {
-            for (slot, array) in &tensor.states {
-                state[*slot] = slice_mut(array)?;
+    tensors
+        .iter()
+        .filter(|t| t.param.array.len() > 0)
+        .map(|tensor| {
+            // SAFETY: `run` checked every array's dtype, layout and shape, and `claim_tensors`
+            // that they are pairwise disjoint, writeable where written, and not in use by
+            // another call.
+            unsafe {
+                Ok(Lanes {
+                    param: slice_mut(&tensor.param)?,
+                    grad: slice(&tensor.grad)?,
+                    state: state_slices(tensor)?,
+                })
             }
-            lanes.push(Lanes {
-                param: slice_mut(&tensor.param)?,
-                grad: slice_mut(&tensor.grad)?,
-                state,
-            });
-        }
-    }
-    Ok(lanes)
+        })
+        .collect()
 }
 
 /// The non-empty tensors of a checked and claimed mixed-precision call: 16-bit parameters and
@@ -591,23 +616,21 @@ fn plain_lanes<'a, T: Real + Element>(
 fn mixed_lanes<'a, H: HalfFloat + Element>(
     tensors: &'a [TensorArgs<'_>],
 ) -> PyResult<Vec<MixedLanes<'a, H>>> {
-    let mut lanes = Vec::with_capacity(tensors.len());
-    for tensor in tensors.iter().filter(|t| t.param.array.len() > 0) {
-        let mut state: [&mut [f32]; MAX_STATE] = [&mut [], &mut [], &mut []];
-        // SAFETY: as in `plain_lanes`.
-        unsafe {
-            for (slot, array) in &tensor.states {
-                state[*slot] = slice_mut(array)?;
+    tensors
+        .iter()
+        .filter(|t| t.param.array.len() > 0)
+        .map(|tensor| {
+            // SAFETY: as in `plain_lanes`.
+            unsafe {
+                Ok(MixedLanes {
+                    param: slice_mut(&tensor.param)?,
+                    grad: slice(&tensor.grad)?,
+                    master: tensor.master.as_ref().map(|m| slice_mut(m)).transpose()?,
+                    state: state_slices(tensor)?,
+                })
             }
-            lanes.push(MixedLanes {
-                param: slice_mut(&tensor.param)?,
-                grad: slice_mut(&tensor.grad)?,
-                master: tensor.master.as_ref().map(|m| slice_mut(m)).transpose()?,
-                state,
-            });
-        }
-    }
-    Ok(lanes)
+        })
+        .collect()
 }
 
 /// SGD update in place (`torch.optim.SGD` semantics); see `lrfast.sgd_step`.
