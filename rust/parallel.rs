@@ -42,9 +42,10 @@ pub trait Piece: Send + Sized {
     fn split_at(self, mid: usize) -> (Self, Self);
 }
 
-/// Splits each state slot at `mid`; empty (unused) slots stay empty on both sides.
+/// The state slots of one update.
 type States<'a, T> = [&'a mut [T]; MAX_STATE];
 
+/// Splits each state slot at `mid`; empty (unused) slots stay empty on both sides.
 fn split_states<T>(state: States<'_, T>, mid: usize) -> (States<'_, T>, States<'_, T>) {
     let [s0, s1, s2] = state.map(|s| {
         let at = mid.min(s.len());

@@ -1,6 +1,6 @@
 //! Runtime choice of the instruction set a kernel's loop is compiled for.
 //!
-//! Each kernel loop is one generic `#[inline(always)]` body; `optim::update_dispatched` calls it
+//! Each kernel loop is one generic `#[inline(always)]` body; `optim::dispatch` calls it
 //! inside a function compiled with `#[target_feature]` for the level chosen here, so one portable
 //! binary uses AVX2 or AVX-512 where they exist. FMA is deliberately never enabled: without it every level
 //! rounds exactly like the scalar code, so results are bit-identical across instruction sets.

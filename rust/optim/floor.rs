@@ -36,7 +36,7 @@ impl Optimizer for MemoryFloor {
 
     fn scalars(&self, _step: u64) {}
 
-    // Inlined into `update_dispatched`'s target-feature functions, so that the loop is compiled
+    // Inlined into `dispatch`'s target-feature functions, so that the loop is compiled
     // for the dispatched instruction set rather than the baseline.
     #[inline(always)]
     fn update_piece<T: Real>(&self, _: &(), lanes: Lanes<'_, T>) {

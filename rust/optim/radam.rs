@@ -76,7 +76,7 @@ impl Optimizer for RAdam {
         }
     }
 
-    // Inlined into `update_dispatched`'s target-feature functions, so that the loop is compiled
+    // Inlined into `dispatch`'s target-feature functions, so that the loop is compiled
     // for the dispatched instruction set rather than the baseline.
     #[inline(always)]
     fn update_piece<T: Real>(&self, s: &RAdamScalars, lanes: Lanes<'_, T>) {

@@ -66,7 +66,7 @@ impl Optimizer for Sgd {
         }
     }
 
-    // Inlined into `update_dispatched`'s target-feature functions, so that the loop is compiled
+    // Inlined into `dispatch`'s target-feature functions, so that the loop is compiled
     // for the dispatched instruction set rather than the baseline.
     #[inline(always)]
     fn update_piece<T: Real>(&self, s: &SgdScalars, lanes: Lanes<'_, T>) {
