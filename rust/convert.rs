@@ -3,16 +3,17 @@
 //! `half` is the storage type and the reference these are tested against (exhaustively: every
 //! `f32` and every 16-bit pattern, same bits, NaN payloads included). They exist because its slice
 //! conversions are slow inside a fused update: float16 goes through a non-inlined F16C call per
-//! 8 elements after a run-time feature check, and bfloat16 is a per-element loop with branches
-//! that does not vectorize. Measured on the 2-core AVX2 EPYC, mixed-precision Adam with a master
-//! copy at 2^16 elements took 99.7 µs with `half`'s conversions against 39.7 µs for float32
-//! Adam.
+//! 8 elements after a run-time feature check, and bfloat16 through a per-element loop (its source
+//! says no SIMD yet). Measured with `python benches/bench.py` on the 2-core AVX2 EPYC (single,
+//! noisy runs): float16 Adam with a master copy at 2^16 took 99.7 µs with `half`'s conversions
+//! (float32 Adam: 39.7 µs), 70 µs with [`f16c`] below; bfloat16 Adam went from 97 to 75 µs.
 //!
 //! The scalar functions are branch-free (selects), so a kernel's loop compiled for the
 //! dispatched SIMD level vectorizes them. That is enough for bfloat16 (a shift one way, an add
-//! and a shift the other); float16 needs a dozen instructions per vector each way, which made
-//! the conversions, not memory, the limit (the floor of float16 Adam at 2^24 moved 19 GB/s
-//! against float32's 30), so on CPUs with F16C [`f16c`] converts 8 elements per instruction.
+//! and a shift the other). float16 needs a dozen instructions per vector each way, which left
+//! the conversions, not memory, as the limit (`cargo bench`, float16 Adam without master at 2^24:
+//! 22.0 ms, its floor 18.9 ms, 19 GB/s against float32's 30), so on CPUs with F16C [`f16c`]
+//! converts 8 elements per instruction (Adam 15.6 ms, floor 14.8 ms).
 
 /// `f32` bits of `2^-24`, the spacing of float16's subnormals.
 const F16_SUBNORMAL_UNIT: u32 = 0x3380_0000;
