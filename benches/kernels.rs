@@ -3,7 +3,9 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use half::{bf16, f16};
-use lrfast::optim::{Adadelta, Adagrad, Adam, Adamax, MemoryFloor, NAdam, RAdam, RMSprop, Sgd};
+use lrfast::optim::{
+    Adadelta, Adagrad, Adam, AdamW, Adamax, Defined, MemoryFloor, NAdam, RAdam, RMSprop, Sgd, Value,
+};
 use lrfast::simd::{self, SimdLevel};
 use lrfast::{step, step_mixed, HalfFloat, Lanes, MixedLanes, Optimizer, Real, MAX_STATE};
 use std::hint::black_box;
@@ -48,8 +50,8 @@ fn bench_kernel<O: Optimizer>(c: &mut Criterion, name: &str, optimizer: &O) {
         group.sample_size(20);
         for &len in &sizes {
             // Read: param, grad and each state; written: param and each state.
-            let states = (0..optimizer.state_slots().len())
-                .filter(|&slot| optimizer.uses_slot(slot))
+            let states = (0..MAX_STATE)
+                .filter(|&slot| optimizer.slots().used[slot])
                 .count();
             let element_size = if dtype == "f32" { 4 } else { 8 };
             group.throughput(Throughput::ElementsAndBytes {
@@ -88,121 +90,18 @@ fn run<O: Optimizer, T: Real>(
 }
 
 fn kernels(c: &mut Criterion) {
-    let adam = Adam {
-        lr: 1e-3,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-        amsgrad: false,
-        maximize: false,
-        grad_scale: 1.0,
-        decoupled: false,
-    };
-    bench_kernel(c, "adam", &adam);
-    bench_kernel(
-        c,
-        "adamw",
-        &Adam {
-            weight_decay: 1e-2,
-            decoupled: true,
-            ..adam.clone()
-        },
-    );
-    bench_kernel(
-        c,
-        "sgd_momentum",
-        &Sgd {
-            lr: 0.1,
-            momentum: 0.9,
-            dampening: 0.0,
-            nesterov: false,
-            weight_decay: 0.0,
-            maximize: false,
-            grad_scale: 1.0,
-        },
-    );
-    bench_kernel(
-        c,
-        "adagrad",
-        &Adagrad {
-            lr: 0.01,
-            lr_decay: 0.0,
-            weight_decay: 0.0,
-            eps: 1e-10,
-            maximize: false,
-            grad_scale: 1.0,
-        },
-    );
-    bench_kernel(
-        c,
-        "rmsprop",
-        &RMSprop {
-            lr: 0.01,
-            alpha: 0.99,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            momentum: 0.0,
-            centered: false,
-            maximize: false,
-            grad_scale: 1.0,
-        },
-    );
-    bench_kernel(
-        c,
-        "adadelta",
-        &Adadelta {
-            lr: 1.0,
-            rho: 0.9,
-            eps: 1e-6,
-            weight_decay: 0.0,
-            maximize: false,
-            grad_scale: 1.0,
-        },
-    );
-    bench_kernel(
-        c,
-        "adamax",
-        &Adamax {
-            lr: 2e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            maximize: false,
-            grad_scale: 1.0,
-        },
-    );
-    bench_kernel(
-        c,
-        "nadam",
-        &NAdam {
-            lr: 2e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            momentum_decay: 4e-3,
-            decoupled_weight_decay: false,
-            maximize: false,
-            grad_scale: 1.0,
-            mu_product: 1.0,
-        },
-    );
-    bench_kernel(
-        c,
-        "radam",
-        &RAdam {
-            lr: 1e-3,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-            decoupled_weight_decay: false,
-            maximize: false,
-            grad_scale: 1.0,
-        },
-    );
+    // Every optimizer at its defaults (SGD with momentum): the hyperparameters come from the
+    // specs, so the bench follows any change of default.
+    bench_kernel(c, "adam", &Adam::new(&[]).unwrap());
+    bench_kernel(c, "adamw", &AdamW::new(&[]).unwrap());
+    let momentum = [("lr", Value::Real(0.1)), ("momentum", Value::Real(0.9))];
+    bench_kernel(c, "sgd_momentum", &Sgd::new(&momentum).unwrap());
+    bench_kernel(c, "adagrad", &Adagrad::new(&[]).unwrap());
+    bench_kernel(c, "rmsprop", &RMSprop::new(&[]).unwrap());
+    bench_kernel(c, "adadelta", &Adadelta::new(&[]).unwrap());
+    bench_kernel(c, "adamax", &Adamax::new(&[]).unwrap());
+    bench_kernel(c, "nadam", &NAdam::new(&[]).unwrap());
+    bench_kernel(c, "radam", &RAdam::new(&[]).unwrap());
 }
 
 /// Mixed precision: 16-bit parameters and gradients, `f32` state, with and without an `f32`
@@ -212,18 +111,8 @@ fn mixed(c: &mut Criterion) {
         .ok()
         .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
         .unwrap_or_else(|| vec![1 << 10, 1 << 16, 1 << 20, 1 << 24]);
-    let adam = Adam {
-        lr: 1e-3,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-        amsgrad: false,
-        maximize: false,
-        grad_scale: 1.0,
-        decoupled: false,
-    };
-    let floor = MemoryFloor { states: 2 };
+    let adam = Adam::new(&[]).unwrap();
+    let floor = MemoryFloor::new(2).unwrap();
     mixed_group::<f16>(c, "f16", &adam, &floor, &sizes);
     mixed_group::<bf16>(c, "bf16", &adam, &floor, &sizes);
 }

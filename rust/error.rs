@@ -8,18 +8,16 @@ use std::fmt;
 pub enum Error {
     /// A hyperparameter is NaN, infinite or outside its valid range.
     Hyperparameter {
-        name: &'static str,
+        name: String,
         value: f64,
         expected: &'static str,
     },
     /// `step` is not a 1-based update count.
     Step(u64),
-    /// Options that do not make sense together (for example `nesterov` without momentum).
-    Options(&'static str),
     /// The options need a state array that was not supplied.
     MissingState(&'static str),
-    /// Parameters that are invalid together, or a list that is not as it must be; the message
-    /// names them.
+    /// Values that are invalid together (`nesterov` without momentum), of the wrong kind, or a
+    /// list that is not as it must be; the message names them.
     Invalid(String),
     /// An array's length differs from the parameter's.
     Length {
@@ -38,7 +36,6 @@ impl fmt::Display for Error {
                 expected,
             } => write!(f, "{name} must be {expected}, got {value}"),
             Error::Step(step) => write!(f, "step must be an integer >= 1, got {step}"),
-            Error::Options(message) => f.write_str(message),
             Error::Invalid(message) => f.write_str(message),
             Error::MissingState(name) => {
                 write!(f, "{name} is required by these options but was not given")
@@ -55,54 +52,14 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 /// Checks `value` is finite and non-negative.
-pub(crate) fn non_negative(name: &'static str, value: f64) -> Result<(), Error> {
+pub(crate) fn non_negative(name: &str, value: f64) -> Result<(), Error> {
     if value.is_finite() && value >= 0.0 {
         Ok(())
     } else {
         Err(Error::Hyperparameter {
-            name,
+            name: name.to_string(),
             value,
             expected: "finite and >= 0",
-        })
-    }
-}
-
-/// Checks `0 <= value < 1` (a decay rate such as Adam's betas).
-pub(crate) fn unit_interval_open(name: &'static str, value: f64) -> Result<(), Error> {
-    if (0.0..1.0).contains(&value) {
-        Ok(())
-    } else {
-        Err(Error::Hyperparameter {
-            name,
-            value,
-            expected: "in [0, 1)",
-        })
-    }
-}
-
-/// Checks `0 <= value <= 1` (RMSprop's alpha, Adadelta's rho).
-pub(crate) fn unit_interval_closed(name: &'static str, value: f64) -> Result<(), Error> {
-    if (0.0..=1.0).contains(&value) {
-        Ok(())
-    } else {
-        Err(Error::Hyperparameter {
-            name,
-            value,
-            expected: "in [0, 1]",
-        })
-    }
-}
-
-/// Checks a gradient factor: `>= 0` and finite, or NaN (a clipping factor from a NaN norm, which
-/// PyTorch also multiplies in).
-pub(crate) fn grad_scale(value: f64) -> Result<(), Error> {
-    if value.is_nan() || (value.is_finite() && value >= 0.0) {
-        Ok(())
-    } else {
-        Err(Error::Hyperparameter {
-            name: "grad_scale",
-            value,
-            expected: "finite and >= 0 (or NaN)",
         })
     }
 }

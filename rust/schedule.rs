@@ -193,7 +193,7 @@ fn at_least_one(name: &'static str, value: u64) -> Result<(), Error> {
         Ok(())
     } else {
         Err(Error::Hyperparameter {
-            name,
+            name: name.to_string(),
             value: value as f64,
             expected: ">= 1",
         })
@@ -205,7 +205,7 @@ fn finite(name: &'static str, value: f64) -> Result<(), Error> {
         Ok(())
     } else {
         Err(Error::Hyperparameter {
-            name,
+            name: name.to_string(),
             value,
             expected: "finite",
         })
@@ -217,7 +217,7 @@ fn positive(name: &'static str, value: f64) -> Result<(), Error> {
         Ok(())
     } else {
         Err(Error::Hyperparameter {
-            name,
+            name: name.to_string(),
             value,
             expected: "finite and > 0",
         })
@@ -235,7 +235,7 @@ fn in_range(
         Ok(())
     } else {
         Err(Error::Hyperparameter {
-            name,
+            name: name.to_string(),
             value,
             expected,
         })

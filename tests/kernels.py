@@ -39,159 +39,51 @@ class Kernel:
         return not (h.get("nesterov") and (h.get("momentum", 0) <= 0 or h.get("dampening", 0)))
 
 
-def _all(states: tuple[str, ...]) -> Callable[[dict[str, Any]], tuple[str, ...]]:
-    return lambda h: states
-
-
-def _rmsprop_needs(h: dict[str, Any]) -> tuple[str, ...]:
-    names = ("square_avg",)
-    if h["momentum"] != 0:
-        names += ("momentum_buffer",)
-    if h["centered"]:
-        names += ("grad_avg",)
-    return names
-
-
 betas = st.tuples(unit_open, unit_open)
-adam_hyper = {
+
+# How the tests draw each hyperparameter (by name, then per kernel where it differs); which
+# hyperparameters and states each kernel has comes from its spec.
+STRATEGIES: dict[str, st.SearchStrategy[Any]] = {
     "lr": lr,
     "betas": betas,
     "eps": eps,
     "weight_decay": small,
+    "lr_decay": small,
+    "momentum": st.sampled_from([0.0, 0.5, 0.9]),
+    "dampening": st.sampled_from([0.0, 0.1]),
+    "alpha": st.floats(0.0, 1.0),
+    "rho": st.floats(0.0, 1.0),
+    "momentum_decay": st.floats(0.0, 0.01),
+    "nesterov": flag,
+    "centered": flag,
     "amsgrad": flag,
+    "decoupled_weight_decay": flag,
     "maximize": flag,
-    "grad_scale": scale,
+}
+OVERRIDES: dict[str, dict[str, st.SearchStrategy[Any]]] = {
+    "rmsprop": {
+        "eps": st.sampled_from([1e-8, 1e-6, 1e-3]),
+        "momentum": st.sampled_from([0.0, 0.9]),
+    },
+    "adadelta": {"eps": st.sampled_from([1e-8, 1e-6, 1e-3])},
+    "adamax": {"eps": st.sampled_from([1e-8, 1e-6, 1e-3])},
 }
 
-KERNELS = [
-    Kernel(
-        "sgd",
-        lrfast.sgd_step,
-        ref.sgd_step,
-        ("momentum_buffer",),
-        {
-            "lr": lr,
-            "momentum": st.sampled_from([0.0, 0.5, 0.9]),
-            "dampening": st.sampled_from([0.0, 0.1]),
-            "nesterov": flag,
-            "weight_decay": small,
-            "maximize": flag,
-            "grad_scale": scale,
-        },
-        lambda h: ("momentum_buffer",) if h["momentum"] else (),
-    ),
-    Kernel(
-        "adagrad",
-        lrfast.adagrad_step,
-        ref.adagrad_step,
-        ("state_sum",),
-        {
-            "lr": lr,
-            "lr_decay": small,
-            "weight_decay": small,
-            "eps": eps,
-            "maximize": flag,
-            "grad_scale": scale,
-        },
-        _all(("state_sum",)),
-    ),
-    Kernel(
-        "rmsprop",
-        lrfast.rmsprop_step,
-        ref.rmsprop_step,
-        ("square_avg", "momentum_buffer", "grad_avg"),
-        {
-            "lr": lr,
-            "alpha": st.floats(0.0, 1.0),
-            "eps": st.sampled_from([1e-8, 1e-6, 1e-3]),
-            "weight_decay": small,
-            "momentum": st.sampled_from([0.0, 0.9]),
-            "centered": flag,
-            "maximize": flag,
-            "grad_scale": scale,
-        },
-        _rmsprop_needs,
-    ),
-    Kernel(
-        "adadelta",
-        lrfast.adadelta_step,
-        ref.adadelta_step,
-        ("square_avg", "acc_delta"),
-        {
-            "lr": lr,
-            "rho": st.floats(0.0, 1.0),
-            "eps": st.sampled_from([1e-8, 1e-6, 1e-3]),
-            "weight_decay": small,
-            "maximize": flag,
-            "grad_scale": scale,
-        },
-        _all(("square_avg", "acc_delta")),
-    ),
-    Kernel(
-        "adam",
-        lrfast.adam_step,
-        ref.adam_step,
-        ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
-        adam_hyper,
-        lambda h: ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if h["amsgrad"] else ()),
-    ),
-    Kernel(
-        "adamw",
-        lrfast.adamw_step,
-        ref.adamw_step,
-        ("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
-        adam_hyper,
-        lambda h: ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if h["amsgrad"] else ()),
-    ),
-    Kernel(
-        "adamax",
-        lrfast.adamax_step,
-        ref.adamax_step,
-        ("exp_avg", "exp_inf"),
-        {
-            "lr": lr,
-            "betas": betas,
-            "eps": st.sampled_from([1e-8, 1e-6, 1e-3]),
-            "weight_decay": small,
-            "maximize": flag,
-            "grad_scale": scale,
-        },
-        _all(("exp_avg", "exp_inf")),
-    ),
-    Kernel(
-        "nadam",
-        lrfast.nadam_step,
-        ref.nadam_step,
-        ("exp_avg", "exp_avg_sq"),
-        {
-            "lr": lr,
-            "betas": betas,
-            "eps": eps,
-            "weight_decay": small,
-            "momentum_decay": st.floats(0.0, 0.01),
-            "decoupled_weight_decay": flag,
-            "maximize": flag,
-            "grad_scale": scale,
-        },
-        _all(("exp_avg", "exp_avg_sq")),
-    ),
-    Kernel(
-        "radam",
-        lrfast.radam_step,
-        ref.radam_step,
-        ("exp_avg", "exp_avg_sq"),
-        {
-            "lr": lr,
-            "betas": betas,
-            "eps": eps,
-            "weight_decay": small,
-            "decoupled_weight_decay": flag,
-            "maximize": flag,
-            "grad_scale": scale,
-        },
-        _all(("exp_avg", "exp_avg_sq")),
-    ),
-]
+
+def _kernel(spec: lrfast.OptimizerSpec) -> Kernel:
+    strategies = {**STRATEGIES, **OVERRIDES.get(spec.name, {})}
+    hyper = {h.name: strategies[h.name] for h in spec.kernel_hyperparameters}
+    return Kernel(
+        spec.name,
+        getattr(lrfast, spec.function_name),
+        getattr(ref, spec.function_name),
+        tuple(slot.name for slot in spec.slots),
+        {**hyper, "grad_scale": scale},
+        spec.needed_slots,
+    )
+
+
+KERNELS = [_kernel(spec) for spec in lrfast.optimizers()]
 
 BY_NAME = {k.name: k for k in KERNELS}
 

@@ -21,26 +21,29 @@ accepts one); :class:`ReduceLROnPlateau` and :class:`EarlyStopping` react to the
 :class:`AdamHD`; ``python -m lrfast demo`` runs them all on real data.
 """
 
-from . import plot, schedules
+from . import plot, reference, schedules
 from ._lrfast import (
+    __version__,
+    clip_grad_norm,
+    clip_grad_value,
+    get_num_threads,
+    grad_norm,
+    set_num_threads,
+    simd_level,
+)
+from .finder import RangeTestResult, lr_range_test
+from .hypergradient import SGDHD, AdamHD, adam_hd_step, sgd_hd_step
+from .kernels import (
     adadelta_step,
     adagrad_step,
     adam_step,
     adamax_step,
     adamw_step,
-    clip_grad_norm,
-    clip_grad_value,
-    get_num_threads,
-    grad_norm,
     nadam_step,
     radam_step,
     rmsprop_step,
-    set_num_threads,
     sgd_step,
-    simd_level,
 )
-from .finder import RangeTestResult, lr_range_test
-from .hypergradient import SGDHD, AdamHD, adam_hd_step, sgd_hd_step
 from .monitor import EarlyStopping, ReduceLROnPlateau
 from .optim import (
     SGD,
@@ -57,11 +60,14 @@ from .optim import (
     state_like,
 )
 from .sensitivity import Diagnosis, SensitivityResult, diagnose, log_grid, sensitivity
+from .specs import OptimizerSpec, optimizers, spec
 from .threads import threads
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "__version__",
+    "optimizers",
+    "spec",
+    "OptimizerSpec",
     "sgd_step",
     "adagrad_step",
     "rmsprop_step",
@@ -92,6 +98,7 @@ __all__ = [
     "RAdam",
     "schedules",
     "plot",
+    "reference",
     "ReduceLROnPlateau",
     "EarlyStopping",
     "lr_range_test",

@@ -17,7 +17,7 @@ import numpy as np
 
 from . import optim, simd_level
 
-OPTIMIZERS: dict[str, tuple[type[optim.Optimizer], dict[str, Any]]] = {
+OPTIMIZERS: dict[str, tuple[optim.OptimizerClass, dict[str, Any]]] = {
     "sgd": (optim.SGD, {"lr": 0.1, "momentum": 0.9, "nesterov": True}),
     "adagrad": (optim.Adagrad, {"lr": 0.05}),
     "rmsprop": (optim.RMSprop, {"lr": 3e-3}),

@@ -35,15 +35,9 @@ _LearningRate = Union[float, "Schedule"]
 
 __all__ = [
     "Schedule",
-    "adadelta_step",
-    "adagrad_step",
-    "adam_step",
-    "adamax_step",
-    "adamw_step",
-    "nadam_step",
-    "radam_step",
-    "rmsprop_step",
-    "sgd_step",
+    "__version__",
+    "step",
+    "optimizer_specs",
     "simd_level",
     "set_num_threads",
     "get_num_threads",
@@ -54,180 +48,27 @@ __all__ = [
     "_set_simd_level",
 ]
 
-def sgd_step(
+__version__: str
+
+def step(
+    name: str,
     param: _Array,
     grad: _Array,
-    momentum_buffer: Optional[_Array] = None,
-    *,
+    states: tuple[Optional[_Array], ...],
+    master: Optional[_Array],
     step: int,
     lr: _LearningRate,
-    momentum: float = 0.0,
-    dampening: float = 0.0,
-    nesterov: bool = False,
-    weight_decay: float = 0.0,
-    maximize: bool = False,
-    grad_scale: float = 1.0,
-    master: Optional[_Array] = None,
-) -> None:
-    """SGD: ``b ← g`` (t = 1) or ``μ·b + (1 − dampening)·g``; ``d = g + μ·b`` (Nesterov) or
-    ``b``; ``p ← p − lr·d``. ``momentum_buffer`` is required when ``momentum > 0``."""
+    hyperparameters: tuple[Any, ...],
+    grad_scale: float,
+    carried: Optional[float],
+) -> Optional[float]:
+    """One update in place with the optimizer ``name`` (``"adam"``, ...): ``states`` in slot
+    order (None where not given), ``hyperparameters`` the spec's kernel hyperparameters after
+    ``lr``, in order. Returns the carried scalar (NAdam's ``mu_product``) after the update, or
+    None. ``lrfast.adam_step`` and the rest call this; see :mod:`lrfast.kernels`."""
 
-def adagrad_step(
-    param: _Array,
-    grad: _Array,
-    state_sum: _Array,
-    *,
-    step: int,
-    lr: _LearningRate = 0.01,
-    lr_decay: float = 0.0,
-    weight_decay: float = 0.0,
-    eps: float = 1e-10,
-    maximize: bool = False,
-    grad_scale: float = 1.0,
-    master: Optional[_Array] = None,
-) -> None:
-    """Adagrad: ``clr = lr/(1 + (t − 1)·lr_decay)``, ``s ← s + g²``,
-    ``p ← p − clr·g/(√s + eps)``."""
-
-def rmsprop_step(
-    param: _Array,
-    grad: _Array,
-    square_avg: _Array,
-    momentum_buffer: Optional[_Array] = None,
-    grad_avg: Optional[_Array] = None,
-    *,
-    step: int,
-    lr: _LearningRate = 0.01,
-    alpha: float = 0.99,
-    eps: float = 1e-8,
-    weight_decay: float = 0.0,
-    momentum: float = 0.0,
-    centered: bool = False,
-    maximize: bool = False,
-    grad_scale: float = 1.0,
-    master: Optional[_Array] = None,
-) -> None:
-    """RMSprop: ``v ← α·v + (1 − α)·g²``; centered ``a ← α·a + (1 − α)·g``, ``den = √(v − a²) +
-    eps`` else ``√v + eps``; momentum ``b ← μ·b + g/den``, ``p ← p − lr·b``; else
-    ``p ← p − lr·g/den``."""
-
-def adadelta_step(
-    param: _Array,
-    grad: _Array,
-    square_avg: _Array,
-    acc_delta: _Array,
-    *,
-    step: int,
-    lr: _LearningRate = 1.0,
-    rho: float = 0.9,
-    eps: float = 1e-6,
-    weight_decay: float = 0.0,
-    maximize: bool = False,
-    grad_scale: float = 1.0,
-    master: Optional[_Array] = None,
-) -> None:
-    """Adadelta: ``v ← ρ·v + (1 − ρ)·g²``, ``Δ = √(u + eps)/√(v + eps)·g``,
-    ``u ← ρ·u + (1 − ρ)·Δ²``, ``p ← p − lr·Δ``."""
-
-def adam_step(
-    param: _Array,
-    grad: _Array,
-    exp_avg: _Array,
-    exp_avg_sq: _Array,
-    max_exp_avg_sq: Optional[_Array] = None,
-    *,
-    step: int,
-    lr: _LearningRate = 1e-3,
-    betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
-    weight_decay: float = 0.0,
-    amsgrad: bool = False,
-    maximize: bool = False,
-    grad_scale: float = 1.0,
-    master: Optional[_Array] = None,
-) -> None:
-    """Adam: ``m ← β1·m + (1 − β1)·g``, ``v ← β2·v + (1 − β2)·g²``,
-    ``p ← p − (lr/bc1)·m/(√v/√bc2 + eps)`` with ``bc_i = 1 − β_i^t``. ``amsgrad`` uses
-    ``max_exp_avg_sq ← max(max_exp_avg_sq, v)`` (NaN kept) in place of ``v``.
-
-    Keras puts ``eps`` differently (``√bc2/bc1 · m/(√v + eps)``, default ``epsilon=1e-7``)."""
-
-def adamw_step(
-    param: _Array,
-    grad: _Array,
-    exp_avg: _Array,
-    exp_avg_sq: _Array,
-    max_exp_avg_sq: Optional[_Array] = None,
-    *,
-    step: int,
-    lr: _LearningRate = 1e-3,
-    betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
-    weight_decay: float = 0.01,
-    amsgrad: bool = False,
-    maximize: bool = False,
-    grad_scale: float = 1.0,
-    master: Optional[_Array] = None,
-) -> None:
-    """AdamW: ``p ← p·(1 − lr·weight_decay)``, then Adam's update without an L2 term."""
-
-def adamax_step(
-    param: _Array,
-    grad: _Array,
-    exp_avg: _Array,
-    exp_inf: _Array,
-    *,
-    step: int,
-    lr: _LearningRate = 2e-3,
-    betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
-    weight_decay: float = 0.0,
-    maximize: bool = False,
-    grad_scale: float = 1.0,
-    master: Optional[_Array] = None,
-) -> None:
-    """Adamax: ``m ← β1·m + (1 − β1)·g``, ``u ← max(β2·u, |g| + eps)`` (NaN kept),
-    ``p ← p − (lr/(1 − β1^t))·m/u``."""
-
-def nadam_step(
-    param: _Array,
-    grad: _Array,
-    exp_avg: _Array,
-    exp_avg_sq: _Array,
-    *,
-    step: int,
-    lr: _LearningRate = 2e-3,
-    betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
-    weight_decay: float = 0.0,
-    momentum_decay: float = 4e-3,
-    decoupled_weight_decay: bool = False,
-    maximize: bool = False,
-    mu_product: Optional[float] = None,
-    grad_scale: float = 1.0,
-    master: Optional[_Array] = None,
-) -> float:
-    """NAdam (PyTorch's). ``mu_product`` is the product of the momentum coefficients of the
-    updates before this one (computed from scratch when None); returns it after this update,
-    to pass to the next call. Kept in float64 (PyTorch keeps it in float32)."""
-
-def radam_step(
-    param: _Array,
-    grad: _Array,
-    exp_avg: _Array,
-    exp_avg_sq: _Array,
-    *,
-    step: int,
-    lr: _LearningRate = 1e-3,
-    betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
-    weight_decay: float = 0.0,
-    decoupled_weight_decay: bool = False,
-    maximize: bool = False,
-    grad_scale: float = 1.0,
-    master: Optional[_Array] = None,
-) -> None:
-    """RAdam: Adam's moments with the variance rectification of Liu et al. (2020)."""
+def optimizer_specs() -> list[dict[str, Any]]:
+    """Every optimizer's spec (names, hyperparameters, slots, rule) as plain Python data."""
 
 def simd_level() -> str:
     """The instruction set the kernels run with: "avx512", "avx2", "sse2", "neon" or "scalar"."""

@@ -38,7 +38,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from . import _lrfast, get_num_threads, simd_level
+from . import _lrfast, get_num_threads, kernels, simd_level, specs
 from .optim import state_like
 
 Arrays = list[np.ndarray]
@@ -214,11 +214,8 @@ SPECS = [
 ]
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 LRFAST_KERNELS: dict[str, Callable[..., Any]] = {
-    "adam": _lrfast.adam_step, "adamw": _lrfast.adamw_step, "sgd": _lrfast.sgd_step,
-    "adagrad": _lrfast.adagrad_step, "rmsprop": _lrfast.rmsprop_step,
-    "adadelta": _lrfast.adadelta_step, "adamax": _lrfast.adamax_step,
-    "nadam": _lrfast.nadam_step, "radam": _lrfast.radam_step,
-}  # fmt: skip
+    s.name: getattr(kernels, s.function_name) for s in specs.optimizers()
+}
 
 
 @dataclass

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Union
 
 import numpy as np
 
-from . import _lrfast
+from . import kernels, specs
 from .optim import Optimizer, Params, _as_list, is_low_precision
 
 __all__ = ["sgd_hd_step", "adam_hd_step", "SGDHD", "AdamHD"]
@@ -114,7 +114,7 @@ def sgd_hd_step(
     )
     alpha = _clamp(lr + hypergrad_lr * hyper, lr_min, lr_max)
     if momentum > 0:
-        _lrfast.sgd_step(
+        kernels.sgd_step(
             arrays["param"], arrays["grad"], arrays["direction"], step=step, lr=alpha,
             momentum=momentum, dampening=dampening, weight_decay=weight_decay, maximize=maximize,
         )  # fmt: skip
@@ -130,7 +130,7 @@ def sgd_hd_step(
         np.negative(g, out=d) if maximize else np.copyto(d, g)
         if weight_decay:
             d += p * p.dtype.type(weight_decay)
-    _lrfast.sgd_step(arrays["param"], arrays["direction"], step=step, lr=alpha)
+    kernels.sgd_step(arrays["param"], arrays["direction"], step=step, lr=alpha)
     return alpha
 
 
@@ -176,7 +176,7 @@ def adam_hd_step(
             ]
         )
         alpha = _clamp(lr + hypergrad_lr * hyper, lr_min, lr_max)
-    _lrfast.adam_step(
+    kernels.adam_step(
         arrays["param"], arrays["grad"], arrays["exp_avg"], arrays["exp_avg_sq"], step=step,
         lr=alpha, betas=betas, eps=eps, weight_decay=weight_decay, maximize=maximize,
     )  # fmt: skip
@@ -191,9 +191,16 @@ class _HypergradientOptimizer(Optimizer):
         "lr_max": math.inf,
     }
 
+    _defaults: ClassVar[dict[str, Any]]
+
     def __init__(self, params: Params, **hyperparameters: Any) -> None:
+        unknown = set(hyperparameters) - set(self._defaults)
+        if unknown:
+            raise TypeError(
+                f"{type(self).__name__} got unexpected hyperparameter(s) {sorted(unknown)}"
+            )
         self.current_lr = float(hyperparameters.get("lr", self._defaults["lr"]))
-        super().__init__(params, **hyperparameters)
+        super().__init__(params, hyperparameters)
         for i, p in enumerate(self.params):
             if is_low_precision(p.dtype):
                 raise TypeError(
@@ -211,6 +218,12 @@ class _HypergradientOptimizer(Optimizer):
     def lr(self, value: Any) -> None:
         """Sets the current rate (a float: the rate is learned, so schedules do not apply)."""
         self.current_lr = float(value)
+
+    def _default_values(self) -> dict[str, Any]:
+        return self._defaults
+
+    def _kernel_kwargs(self) -> dict[str, Any]:
+        return dict(self.defaults)
 
     def _check_hyperparameters(self) -> None:
         d = self.defaults
@@ -240,6 +253,8 @@ class _HypergradientOptimizer(Optimizer):
 class SGDHD(_HypergradientOptimizer):
     """SGD-HD: SGD whose rate follows its hypergradient; see :func:`sgd_hd_step`."""
 
+    spec = specs.spec("sgd")
+
     _defaults = {
         "lr": 1e-2,
         "hypergrad_lr": 1e-3,
@@ -263,6 +278,8 @@ class SGDHD(_HypergradientOptimizer):
 
 class AdamHD(_HypergradientOptimizer):
     """Adam-HD: Adam whose rate follows its hypergradient; see :func:`adam_hd_step`."""
+
+    spec = specs.spec("adam")
 
     _defaults = {
         "lr": 1e-3,

@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
-from typing import Any, Callable, ClassVar, Optional, Union
+from typing import Any, Callable, ClassVar, Optional, Protocol, Union
 
 import numpy as np
 
-from . import _lrfast
+from . import kernels, specs
 from ._lrfast import grad_norm
 from .schedules import Constant, Product, Schedule, from_dict
+from .specs import OptimizerSpec
 
 __all__ = [
     "state_like",
@@ -99,31 +100,22 @@ class Optimizer:
     its rounding. Without it, an update smaller than half the parameter's spacing is lost (a
     float16 1.0 ignores any step below 4.9e-4).
 
-    Subclasses set ``_kernel`` (the functional ``*_step``), ``_defaults`` (hyperparameters and
-    their defaults, in PyTorch's names) and :meth:`_state_names`.
+    Each optimizer class is this class with a ``spec`` (its definition, see
+    :func:`lrfast.optimizers`) and a constructor generated from it.
     """
 
-    _kernel: ClassVar[Callable[..., Any]]
-    _defaults: ClassVar[dict[str, Any]]
-    # The hyperparameter a cycling schedule's momentum drives ("momentum", or "betas" whose
-    # first entry is Adam's beta1); None where the optimizer has no momentum.
-    _momentum_name: ClassVar[Optional[str]] = None
+    spec: ClassVar[OptimizerSpec]
 
     def __init__(
         self,
         params: Params,
+        hyperparameters: dict[str, Any],
         *,
         max_grad_norm: Optional[float] = None,
         grad_norm_type: float = 2.0,
         cycle_momentum: bool = False,
         master_weights: bool = False,
-        **hyperparameters: Any,
     ) -> None:
-        unknown = set(hyperparameters) - set(self._defaults)
-        if unknown:
-            raise TypeError(
-                f"{type(self).__name__} got unexpected hyperparameter(s) {sorted(unknown)}"
-            )
         self.params = _as_list(params, "params")
         for i, p in enumerate(self.params):
             if p.dtype not in (np.float32, np.float64) and not is_low_precision(p.dtype):
@@ -132,11 +124,13 @@ class Optimizer:
                     f"got {p.dtype}"
                 )
         self.master_weights = bool(master_weights)
-        self.defaults = {**self._defaults, **hyperparameters}
+        self.defaults = {**self._default_values(), **hyperparameters}
         if "betas" in self.defaults:
             self.defaults["betas"] = tuple(float(b) for b in self.defaults["betas"])
         self.step_count = 0
         self.state: list[dict[str, np.ndarray]] = [{} for _ in self.params]
+        # The carried scalar (NAdam's mu_product) before the next update.
+        self.carried = 1.0
         if max_grad_norm is not None and not (np.isfinite(max_grad_norm) and max_grad_norm >= 0):
             raise ValueError(f"max_grad_norm must be finite and >= 0, got {max_grad_norm}")
         self.max_grad_norm = max_grad_norm
@@ -190,7 +184,7 @@ class Optimizer:
     def _check_cycle_momentum(self) -> None:
         if not self.cycle_momentum:
             return
-        name = type(self)._momentum_name
+        name = self.spec.momentum
         if name is None:
             raise ValueError(f"{type(self).__name__} has no momentum to cycle")
         lr = self.defaults["lr"]
@@ -199,30 +193,50 @@ class Optimizer:
         if name == "momentum" and self.defaults["momentum"] == 0:
             raise ValueError("cycle_momentum needs momentum > 0 (it sets the momentum buffer up)")
 
-    # -- what subclasses describe ----------------------------------------------------------
+    # -- what the spec describes -------------------------------------------------------------
+    def _default_values(self) -> dict[str, Any]:
+        return self.spec.defaults
+
+    @property
+    def _kernel(self) -> Callable[..., Any]:
+        kernel: Callable[..., Any] = getattr(kernels, self.spec.function_name)
+        return kernel
+
     def _state_names(self) -> tuple[str, ...]:
         """The state arrays the kernel needs under the current hyperparameters."""
-        raise NotImplementedError
+        return self.spec.needed_slots(self.defaults)
 
     def _initial_state(self, name: str, param: np.ndarray) -> np.ndarray:
-        return state_like(param, self._state_names().index(name))
+        slot = next((s for s in self.spec.slots if s.name == name), None)
+        fill = 0.0 if slot is None or slot.initial is None else float(self.defaults[slot.initial])
+        return state_like(param, self._state_names().index(name), fill)
 
     def _has_master(self, param: np.ndarray) -> bool:
         return self.master_weights and is_low_precision(param.dtype)
 
     def _kernel_kwargs(self) -> dict[str, Any]:
-        return dict(self.defaults)
+        kwargs = {h.name: self.defaults[h.name] for h in self.spec.kernel_hyperparameters}
+        if self.spec.carried is not None:
+            kwargs[self.spec.carried[0]] = self.carried
+        return kwargs
 
     def _after_step(self, result: Any) -> None:
-        """Receives the kernel's return value (NAdam's running product)."""
+        """Receives the kernel's return value: the carried scalar, if the optimizer has one."""
+        if self.spec.carried is not None and result is not None:
+            self.carried = float(result)
 
     # -- the update --------------------------------------------------------------------------
     def _check_hyperparameters(self) -> None:
-        # An update of empty arrays runs every hyperparameter check of the kernel and writes
-        # nothing, so a bad value fails here, when it is set, with the kernel's own message.
+        # Values only the class reads (the initial state) are checked here; an update of empty
+        # arrays runs every check of the kernel and writes nothing, so a bad value fails when it
+        # is set, with the kernel's own message.
+        for h in self.spec.hyperparameters:
+            value = self.defaults[h.name]
+            if not h.kernel and not (np.isfinite(value) and value >= 0):
+                raise ValueError(f"{h.name} must be {h.range_text}, got {value}")
         empty = np.empty(0)
         names = self._state_names()
-        type(self)._kernel(
+        self._kernel(
             empty, empty, **{n: np.empty(0) for n in names}, step=1, **self._kernel_kwargs()
         )
 
@@ -269,7 +283,7 @@ class Optimizer:
         if self.cycle_momentum:
             # The schedule itself: a scaled copy (lr_scale != 1) is a product, without momentum.
             momentum = self.defaults["lr"].momentum(step - 1)
-            if self._momentum_name == "betas":
+            if self.spec.momentum == "betas":
                 kwargs["betas"] = (momentum, kwargs["betas"][1])
             else:
                 kwargs["momentum"] = momentum
@@ -280,7 +294,7 @@ class Optimizer:
                 kwargs["master"] = [self.state[i]["master"] for i in group]
             else:
                 kwargs.pop("master", None)
-            result = type(self)._kernel(
+            result = self._kernel(
                 [self.params[i] for i in group],
                 [grads[i] for i in group],
                 **{n: [self.state[i][n] for i in group] for n in names},
@@ -344,7 +358,7 @@ class Optimizer:
         if "betas" in hyperparameters:
             hyperparameters["betas"] = tuple(hyperparameters["betas"])
         previous = self.defaults
-        self.defaults = {**self._defaults, **hyperparameters}
+        self.defaults = {**self._default_values(), **hyperparameters}
         try:
             self._check_hyperparameters()
         except Exception:
@@ -366,10 +380,11 @@ class Optimizer:
         return out
 
     def _scalar_state(self) -> dict[str, float]:
-        return {}
+        return {} if self.spec.carried is None else {self.spec.carried[0]: self.carried}
 
     def _load_scalar_state(self, scalars: dict[str, float]) -> None:
-        pass
+        if self.spec.carried is not None:
+            self.carried = float(scalars.get(self.spec.carried[0], 1.0))
 
     def save(self, path: Union[str, os.PathLike[str]]) -> None:
         """Writes :meth:`state_dict` to a ``.npz`` file (no pickling)."""
@@ -404,181 +419,88 @@ class Optimizer:
         return f"{type(self).__name__}(<{len(self.params)} params>, {args})"
 
 
-class SGD(Optimizer):
-    """SGD with optional (Nesterov) momentum; see :func:`lrfast.sgd_step`."""
+def _constructor(spec: OptimizerSpec) -> Callable[..., None]:
+    """An ``__init__`` with PyTorch's parameter names and defaults for ``spec``'s optimizer: the
+    hyperparameters in torch's order (``lr`` may be positional), ``maximize`` and lrfast's own
+    options keyword-only."""
+    positional = [h for h in spec.hyperparameters if h.name != "maximize"]
+    keyword = [h for h in spec.hyperparameters if h.name == "maximize"]
+    arguments = ["self", "params: Params"]
+    arguments += [f"{h.name}: {specs.annotation(h)} = {h.default!r}" for h in positional]
+    arguments += ["*"] + [f"{h.name}: bool = {h.default!r}" for h in keyword]
+    arguments += [
+        "max_grad_norm: Optional[float] = None",
+        "grad_norm_type: float = 2.0",
+        "cycle_momentum: bool = False",
+        "master_weights: bool = False",
+    ]
+    names = ", ".join(f"{h.name!r}: {h.name}" for h in spec.hyperparameters)
+    source = (
+        "from __future__ import annotations\n"
+        f"def __init__({', '.join(arguments)}) -> None:\n"
+        f"    Optimizer.__init__(self, params, {{{names}}}, max_grad_norm=max_grad_norm,\n"
+        "        grad_norm_type=grad_norm_type, cycle_momentum=cycle_momentum,\n"
+        "        master_weights=master_weights)\n"
+    )
+    namespace: dict[str, Any] = {"Optimizer": Optimizer}
+    exec(compile(source, f"<lrfast.{spec.torch_name}.__init__>", "exec"), namespace)
+    init: Callable[..., None] = namespace["__init__"]
+    return init
 
-    _kernel = _lrfast.sgd_step
-    _momentum_name = "momentum"
-    _defaults = {
-        "lr": 1e-3,
-        "momentum": 0.0,
-        "dampening": 0.0,
-        "nesterov": False,
-        "weight_decay": 0.0,
-        "maximize": False,
+
+def _class_doc(spec: OptimizerSpec) -> str:
+    lines = [
+        f"{spec.summary[0].upper()}{spec.summary[1:]}, over NumPy arrays "
+        f"(``torch.optim.{spec.torch_name}``'s arguments and defaults).",
+        "",
+        f"Each :meth:`step` runs :func:`lrfast.{spec.function_name}` once per dtype over every "
+        "parameter; its docstring gives the update rule. State: "
+        + ", ".join(f"``{slot.name}``" for slot in spec.slots)
+        + ".",
+        "",
+        "Args:",
+        "    params: an array or a list of arrays, updated in place.",
+        *(
+            f"    {h.name}: {h.doc}; {h.range_text}, default ``{h.default!r}``."
+            for h in spec.hyperparameters
+        ),
+        "    max_grad_norm: clip the gradients to this global norm in each step (fused).",
+        "    grad_norm_type: the norm's order for ``max_grad_norm``.",
+        "    cycle_momentum: drive the momentum from a cycling ``lr`` schedule.",
+        "    master_weights: keep float32 master copies of float16/bfloat16 parameters.",
+    ]
+    return "\n".join(lines)
+
+
+class OptimizerClass(Protocol):
+    """What type checkers know of a generated optimizer class: it builds an :class:`Optimizer`.
+    At run time each is a real subclass, with the signature of its spec (``inspect.signature``
+    and ``help()`` show it)."""
+
+    spec: OptimizerSpec
+
+    def __call__(self, params: Params, *args: Any, **kwargs: Any) -> Optimizer: ...
+
+
+def _optimizer_class(name: str) -> OptimizerClass:
+    spec = specs.spec(name)
+    namespace = {
+        "spec": spec,
+        "__init__": _constructor(spec),
+        "__doc__": _class_doc(spec),
+        "__module__": "lrfast",
+        "__qualname__": spec.torch_name,
     }
-
-    def _state_names(self) -> tuple[str, ...]:
-        return ("momentum_buffer",) if self.defaults["momentum"] != 0 else ()
-
-
-class Adagrad(Optimizer):
-    """Adagrad; see :func:`lrfast.adagrad_step`. ``initial_accumulator_value`` starts the sum."""
-
-    _kernel = _lrfast.adagrad_step
-    _defaults = {
-        "lr": 1e-2,
-        "lr_decay": 0.0,
-        "weight_decay": 0.0,
-        "initial_accumulator_value": 0.0,
-        "eps": 1e-10,
-        "maximize": False,
-    }
-
-    def _state_names(self) -> tuple[str, ...]:
-        return ("state_sum",)
-
-    def _initial_state(self, name: str, param: np.ndarray) -> np.ndarray:
-        return state_like(param, 0, self.defaults["initial_accumulator_value"])
-
-    def _check_hyperparameters(self) -> None:
-        value = self.defaults["initial_accumulator_value"]
-        if not (np.isfinite(value) and value >= 0):
-            raise ValueError(f"initial_accumulator_value must be finite and >= 0, got {value}")
-        super()._check_hyperparameters()
-
-    def _kernel_kwargs(self) -> dict[str, Any]:
-        kwargs = dict(self.defaults)
-        del kwargs["initial_accumulator_value"]
-        return kwargs
+    cls: OptimizerClass = type(spec.torch_name, (Optimizer,), namespace)  # type: ignore[assignment]
+    return cls
 
 
-class RMSprop(Optimizer):
-    """RMSprop, optionally centered and with momentum; see :func:`lrfast.rmsprop_step`."""
-
-    _kernel = _lrfast.rmsprop_step
-    _momentum_name = "momentum"
-    _defaults = {
-        "lr": 1e-2,
-        "alpha": 0.99,
-        "eps": 1e-8,
-        "weight_decay": 0.0,
-        "momentum": 0.0,
-        "centered": False,
-        "maximize": False,
-    }
-
-    def _state_names(self) -> tuple[str, ...]:
-        names: tuple[str, ...] = ("square_avg",)
-        if self.defaults["momentum"] != 0:
-            names += ("momentum_buffer",)
-        if self.defaults["centered"]:
-            names += ("grad_avg",)
-        return names
-
-
-class Adadelta(Optimizer):
-    """Adadelta; see :func:`lrfast.adadelta_step`."""
-
-    _kernel = _lrfast.adadelta_step
-    _defaults = {"lr": 1.0, "rho": 0.9, "eps": 1e-6, "weight_decay": 0.0, "maximize": False}
-
-    def _state_names(self) -> tuple[str, ...]:
-        return ("square_avg", "acc_delta")
-
-
-class Adam(Optimizer):
-    """Adam, optionally AMSGrad; see :func:`lrfast.adam_step`."""
-
-    _kernel = _lrfast.adam_step
-    _momentum_name = "betas"
-    _defaults = {
-        "lr": 1e-3,
-        "betas": (0.9, 0.999),
-        "eps": 1e-8,
-        "weight_decay": 0.0,
-        "amsgrad": False,
-        "maximize": False,
-    }
-
-    def _state_names(self) -> tuple[str, ...]:
-        names = ("exp_avg", "exp_avg_sq")
-        return (*names, "max_exp_avg_sq") if self.defaults["amsgrad"] else names
-
-
-class AdamW(Adam):
-    """AdamW: Adam with decoupled weight decay; see :func:`lrfast.adamw_step`."""
-
-    _kernel = _lrfast.adamw_step
-    _defaults = {**Adam._defaults, "weight_decay": 1e-2}
-
-
-class Adamax(Optimizer):
-    """Adamax (Adam with the infinity norm); see :func:`lrfast.adamax_step`."""
-
-    _kernel = _lrfast.adamax_step
-    _momentum_name = "betas"
-    _defaults = {
-        "lr": 2e-3,
-        "betas": (0.9, 0.999),
-        "eps": 1e-8,
-        "weight_decay": 0.0,
-        "maximize": False,
-    }
-
-    def _state_names(self) -> tuple[str, ...]:
-        return ("exp_avg", "exp_inf")
-
-
-class NAdam(Optimizer):
-    """NAdam; see :func:`lrfast.nadam_step`. Keeps the running ``mu_product`` in float64."""
-
-    _kernel = _lrfast.nadam_step
-    _momentum_name = "betas"
-    _defaults = {
-        "lr": 2e-3,
-        "betas": (0.9, 0.999),
-        "eps": 1e-8,
-        "weight_decay": 0.0,
-        "momentum_decay": 4e-3,
-        "decoupled_weight_decay": False,
-        "maximize": False,
-    }
-
-    def __init__(self, params: Params, **hyperparameters: Any) -> None:
-        self.mu_product = 1.0
-        super().__init__(params, **hyperparameters)
-
-    def _state_names(self) -> tuple[str, ...]:
-        return ("exp_avg", "exp_avg_sq")
-
-    def _kernel_kwargs(self) -> dict[str, Any]:
-        return {**self.defaults, "mu_product": self.mu_product}
-
-    def _after_step(self, result: Any) -> None:
-        if result is not None:
-            self.mu_product = float(result)
-
-    def _scalar_state(self) -> dict[str, float]:
-        return {"mu_product": self.mu_product}
-
-    def _load_scalar_state(self, scalars: dict[str, float]) -> None:
-        self.mu_product = float(scalars.get("mu_product", 1.0))
-
-
-class RAdam(Optimizer):
-    """RAdam (rectified Adam); see :func:`lrfast.radam_step`."""
-
-    _kernel = _lrfast.radam_step
-    _momentum_name = "betas"
-    _defaults = {
-        "lr": 1e-3,
-        "betas": (0.9, 0.999),
-        "eps": 1e-8,
-        "weight_decay": 0.0,
-        "decoupled_weight_decay": False,
-        "maximize": False,
-    }
-
-    def _state_names(self) -> tuple[str, ...]:
-        return ("exp_avg", "exp_avg_sq")
+SGD = _optimizer_class("sgd")
+Adagrad = _optimizer_class("adagrad")
+RMSprop = _optimizer_class("rmsprop")
+Adadelta = _optimizer_class("adadelta")
+Adam = _optimizer_class("adam")
+AdamW = _optimizer_class("adamw")
+Adamax = _optimizer_class("adamax")
+NAdam = _optimizer_class("nadam")
+RAdam = _optimizer_class("radam")

@@ -1,39 +1,78 @@
-use super::{direction, effective_grad, Optimizer};
-use crate::error::{grad_scale, non_negative, unit_interval_closed, Error};
+use super::spec::{eps, lr, Example, Hyperparameter, Need, Range, Slot, Value};
+use super::spec::{MAXIMIZE, WEIGHT_DECAY};
+use super::{effective_grad, Defined, Gradient, Hyperparameters, Optimizer, Slots, Spec};
+use crate::error::Error;
 use crate::parallel::Lanes;
 use crate::real::Real;
+
+pub(super) const SPEC: Spec = Spec {
+    name: "adadelta",
+    torch_name: "Adadelta",
+    summary: "Adadelta (Zeiler, 2012): steps scaled by the ratio of update and gradient averages",
+    rule: &[
+        "g ← g + weight_decay·p",
+        "v ← ρ·v + (1 − ρ)·g²",
+        "Δ = √(u + eps) / √(v + eps) · g",
+        "u ← ρ·u + (1 − ρ)·Δ²",
+        "p ← p − lr·Δ",
+    ],
+    notes: &[],
+    hyperparameters: &[
+        lr(1.0),
+        Hyperparameter::new(
+            "rho",
+            Value::Real(0.9),
+            Range::UnitClosed,
+            "decay rate ρ of both averages",
+        ),
+        eps(1e-6),
+        WEIGHT_DECAY,
+        MAXIMIZE,
+    ],
+    slots: &[
+        Slot::new("square_avg", Need::Always, "average of squared gradients v"),
+        Slot::new("acc_delta", Need::Always, "average of squared updates u"),
+    ],
+    carried: None,
+    momentum: None,
+    example: Example {
+        arguments: "lr=1.0",
+        result: "[0.9968378 0.9968378 0.9968378]",
+    },
+};
 
 /// Adadelta (`torch.optim.Adadelta`): `v ← ρ·v + (1 − ρ)·g²`, `Δ = √(u + eps)/√(v + eps)·g`,
 /// `u ← ρ·u + (1 − ρ)·Δ²`, `p ← p − lr·Δ`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Adadelta {
-    pub lr: f64,
-    pub rho: f64,
-    pub eps: f64,
-    pub weight_decay: f64,
-    pub maximize: bool,
-    /// A factor on the gradient, fused into the update (1 for none): clipping to a global
-    /// norm without writing the gradients.
-    pub grad_scale: f64,
+    lr: f64,
+    rho: f64,
+    eps: f64,
+    weight_decay: f64,
+    gradient: Gradient,
+    slots: Slots,
+}
+
+impl Defined for Adadelta {
+    const SPEC: &'static Spec = &SPEC;
+
+    fn from_hyperparameters(h: &Hyperparameters) -> Result<Self, Error> {
+        Ok(Adadelta {
+            lr: h.real("lr"),
+            rho: h.real("rho"),
+            eps: h.real("eps"),
+            weight_decay: h.real("weight_decay"),
+            gradient: h.gradient(),
+            slots: Slots::of(h, &SPEC),
+        })
+    }
 }
 
 impl Optimizer for Adadelta {
     type Scalars = ();
 
-    fn state_slots(&self) -> &'static [&'static str] {
-        &["square_avg", "acc_delta"]
-    }
-
-    fn uses_slot(&self, _slot: usize) -> bool {
-        true
-    }
-
-    fn validate(&self) -> Result<(), Error> {
-        grad_scale(self.grad_scale)?;
-        non_negative("lr", self.lr)?;
-        unit_interval_closed("rho", self.rho)?;
-        non_negative("eps", self.eps)?;
-        non_negative("weight_decay", self.weight_decay)
+    fn slots(&self) -> Slots {
+        self.slots
     }
 
     fn scalars(&self, _step: u64) {}
@@ -64,10 +103,10 @@ impl Adadelta {
         let rho = T::from_f64(self.rho);
         let one_minus_rho = T::from_f64(1.0 - self.rho);
         let eps = T::from_f64(self.eps);
-        let sign = T::from_f64(direction(self.maximize, self.grad_scale));
+        let factor = T::from_f64(self.gradient.factor);
         let weight_decay = T::from_f64(self.weight_decay);
         for i in 0..n {
-            let g = effective_grad::<T, L2>(grad[i], param[i], sign, weight_decay);
+            let g = effective_grad::<T, L2>(grad[i], param[i], factor, weight_decay);
             let v = square_avg[i] * rho + one_minus_rho * g * g;
             square_avg[i] = v;
             let delta = (acc_delta[i] + eps).sqrt() / (v + eps).sqrt() * g;

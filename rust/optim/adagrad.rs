@@ -1,52 +1,99 @@
-use super::{direction, effective_grad, Optimizer};
-use crate::error::{grad_scale, non_negative, Error};
+use super::spec::{eps, lr, Example, Hyperparameter, Need, Range, Slot, Use, Value};
+use super::spec::{MAXIMIZE, WEIGHT_DECAY};
+use super::{effective_grad, Defined, Gradient, Hyperparameters, Optimizer, Slots, Spec};
+use crate::error::Error;
 use crate::parallel::Lanes;
 use crate::real::Real;
+
+pub(super) const SPEC: Spec = Spec {
+    name: "adagrad",
+    torch_name: "Adagrad",
+    summary: "Adagrad (Duchi et al., 2011): per-coordinate rates from the sum of squared gradients",
+    rule: &[
+        "g ← g + weight_decay·p",
+        "clr = lr / (1 + (t − 1)·lr_decay)",
+        "s ← s + g²",
+        "p ← p − clr·g / (√s + eps)",
+    ],
+    notes: &[],
+    hyperparameters: &[
+        lr(1e-2),
+        Hyperparameter::new(
+            "lr_decay",
+            Value::Real(0.0),
+            Range::NonNegative,
+            "decay of the rate with the step count",
+        ),
+        WEIGHT_DECAY,
+        Hyperparameter {
+            name: "initial_accumulator_value",
+            default: Value::Real(0.0),
+            range: Range::NonNegative,
+            used_by: Use::InitialState,
+            doc: "the value the sum of squares starts from",
+        },
+        eps(1e-10),
+        MAXIMIZE,
+    ],
+    slots: &[Slot {
+        name: "state_sum",
+        need: Need::Always,
+        initial: Some("initial_accumulator_value"),
+        doc: "sum of squared gradients s",
+    }],
+    carried: None,
+    momentum: None,
+    example: Example {
+        arguments: "lr=0.1",
+        result: "[0.9 0.9 0.9]",
+    },
+};
 
 /// Adagrad (`torch.optim.Adagrad`): `clr = lr / (1 + (t − 1)·lr_decay)`, `s ← s + g²`,
 /// `p ← p − clr·g / (√s + eps)`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Adagrad {
-    pub lr: f64,
-    pub lr_decay: f64,
-    pub weight_decay: f64,
-    pub eps: f64,
-    pub maximize: bool,
-    /// A factor on the gradient, fused into the update (1 for none): clipping to a global
-    /// norm without writing the gradients.
-    pub grad_scale: f64,
+    lr: f64,
+    lr_decay: f64,
+    weight_decay: f64,
+    eps: f64,
+    gradient: Gradient,
+    slots: Slots,
 }
 
 pub struct AdagradScalars {
     clr: f64,
     weight_decay: f64,
-    sign: f64,
+    factor: f64,
+}
+
+impl Defined for Adagrad {
+    const SPEC: &'static Spec = &SPEC;
+
+    fn from_hyperparameters(h: &Hyperparameters) -> Result<Self, Error> {
+        Ok(Adagrad {
+            lr: h.real("lr"),
+            lr_decay: h.real("lr_decay"),
+            weight_decay: h.real("weight_decay"),
+            eps: h.real("eps"),
+            gradient: h.gradient(),
+            slots: Slots::of(h, &SPEC),
+        })
+    }
 }
 
 impl Optimizer for Adagrad {
     type Scalars = AdagradScalars;
 
-    fn state_slots(&self) -> &'static [&'static str] {
-        &["state_sum"]
-    }
-
-    fn uses_slot(&self, _slot: usize) -> bool {
-        true
-    }
-
-    fn validate(&self) -> Result<(), Error> {
-        grad_scale(self.grad_scale)?;
-        non_negative("lr", self.lr)?;
-        non_negative("lr_decay", self.lr_decay)?;
-        non_negative("weight_decay", self.weight_decay)?;
-        non_negative("eps", self.eps)
+    fn slots(&self) -> Slots {
+        self.slots
     }
 
     fn scalars(&self, step: u64) -> AdagradScalars {
         AdagradScalars {
             clr: self.lr / (1.0 + (step - 1) as f64 * self.lr_decay),
             weight_decay: self.weight_decay,
-            sign: direction(self.maximize, self.grad_scale),
+            factor: self.gradient.factor,
         }
     }
 
@@ -74,10 +121,10 @@ impl Adagrad {
         let (grad, sum) = (&grad[..n], &mut sum[..n]);
         let clr = T::from_f64(s.clr);
         let eps = T::from_f64(self.eps);
-        let sign = T::from_f64(s.sign);
+        let factor = T::from_f64(s.factor);
         let weight_decay = T::from_f64(s.weight_decay);
         for i in 0..n {
-            let g = effective_grad::<T, L2>(grad[i], param[i], sign, weight_decay);
+            let g = effective_grad::<T, L2>(grad[i], param[i], factor, weight_decay);
             let total = sum[i] + g * g;
             sum[i] = total;
             param[i] = param[i] - clr * g / (total.sqrt() + eps);

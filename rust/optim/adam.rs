@@ -1,29 +1,103 @@
-use super::{bias_correction, direction, effective_grad, Optimizer};
-use crate::error::{grad_scale, non_negative, unit_interval_open, Error};
+use super::spec::{eps, lr, Example, Hyperparameter, Need, Range, Slot, Value};
+use super::spec::{BETAS, MAXIMIZE, WEIGHT_DECAY};
+use super::{bias_correction, effective_grad, weight_decay_terms, Defined, Optimizer, Slots};
+use super::{Gradient, Hyperparameters, Spec};
+use crate::error::Error;
 use crate::parallel::Lanes;
 use crate::real::{max_keep_nan, Real};
 
-/// Adam, AdamW and AMSGrad (`torch.optim.Adam` / `AdamW`).
+const AMSGRAD: Hyperparameter = Hyperparameter::new(
+    "amsgrad",
+    Value::Flag(false),
+    Range::Flag,
+    "use the running maximum of the second moment (AMSGrad)",
+);
+const SLOTS: [Slot; 3] = [
+    Slot::new("exp_avg", Need::Always, "first moment average m"),
+    Slot::new("exp_avg_sq", Need::Always, "second moment average v"),
+    Slot::new(
+        "max_exp_avg_sq",
+        Need::Flag("amsgrad"),
+        "running maximum of v (AMSGrad)",
+    ),
+];
+
+pub(super) const SPEC: Spec = Spec {
+    name: "adam",
+    torch_name: "Adam",
+    summary: "Adam (Kingma and Ba, 2015), optionally AMSGrad",
+    rule: &[
+        "g ← g + weight_decay·p",
+        "m ← β1·m + (1 − β1)·g",
+        "v ← β2·v + (1 − β2)·g²",
+        "v̂ ← max(v̂, v) with amsgrad (NaN kept), else v̂ = v",
+        "p ← p − (lr/bc1)·m / (√v̂/√bc2 + eps), with bc_i = 1 − β_i^t",
+    ],
+    notes: &["Keras puts eps differently (√bc2/bc1 · m/(√v + eps), default epsilon=1e-7)."],
+    hyperparameters: &[lr(1e-3), BETAS, eps(1e-8), WEIGHT_DECAY, AMSGRAD, MAXIMIZE],
+    slots: &SLOTS,
+    carried: None,
+    momentum: Some("betas"),
+    example: Example {
+        arguments: "lr=0.1",
+        result: "[0.90000004 0.90000004 0.90000004]",
+    },
+};
+
+pub(super) const SPEC_ADAMW: Spec = Spec {
+    name: "adamw",
+    torch_name: "AdamW",
+    summary: "AdamW: Adam with decoupled weight decay (Loshchilov and Hutter, 2019)",
+    rule: &[
+        "p ← p·(1 − lr·weight_decay)",
+        "then Adam's update of m, v (and v̂), without the L2 term",
+    ],
+    notes: &[],
+    hyperparameters: &[
+        lr(1e-3),
+        BETAS,
+        eps(1e-8),
+        Hyperparameter::new(
+            "weight_decay",
+            Value::Real(1e-2),
+            Range::NonNegative,
+            "decoupled weight decay: the parameter shrinks by lr·weight_decay",
+        ),
+        AMSGRAD,
+        MAXIMIZE,
+    ],
+    slots: &SLOTS,
+    carried: None,
+    momentum: Some("betas"),
+    example: Example {
+        arguments: "lr=0.1",
+        result: "[0.89900005 0.89900005 0.89900005]",
+    },
+};
+
+/// Adam and AMSGrad (`torch.optim.Adam`), and with `DECOUPLED` AdamW (`torch.optim.AdamW`).
 ///
 /// `m ← β1·m + (1 − β1)·g`, `v ← β2·v + (1 − β2)·g²`; with `amsgrad`, `v̂ ← max(v̂, v)` (NaN kept)
 /// stands for `v` below; `p ← p − (lr/bc1)·m / (√v/√bc2 + eps)` with `bc_i = 1 − β_i^t`.
-/// `decoupled` (AdamW) first scales `p ← p·(1 − lr·weight_decay)` instead of adding
-/// `weight_decay·p` to the gradient.
+/// AdamW first scales `p ← p·(1 − lr·weight_decay)` instead of adding `weight_decay·p` to the
+/// gradient.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Adam {
-    pub lr: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    pub weight_decay: f64,
-    pub amsgrad: bool,
-    pub maximize: bool,
-    /// A factor on the gradient, fused into the update (1 for none): clipping to a global
-    /// norm without writing the gradients.
-    pub grad_scale: f64,
-    /// AdamW's decoupled weight decay.
-    pub decoupled: bool,
+pub struct AdamFamily<const DECOUPLED: bool> {
+    lr: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+    amsgrad: bool,
+    gradient: Gradient,
+    slots: Slots,
 }
+
+/// Adam (`torch.optim.Adam`), optionally AMSGrad.
+pub type Adam = AdamFamily<false>;
+
+/// AdamW (`torch.optim.AdamW`): Adam with decoupled weight decay.
+pub type AdamW = AdamFamily<true>;
 
 pub struct AdamScalars {
     step_size: f64,
@@ -32,43 +106,42 @@ pub struct AdamScalars {
     l2: f64,
     /// AdamW's factor `1 − lr·weight_decay`; one for Adam.
     shrink: f64,
-    sign: f64,
+    factor: f64,
 }
 
-const MAX_EXP_AVG_SQ: usize = 2;
+impl<const DECOUPLED: bool> Defined for AdamFamily<DECOUPLED> {
+    const SPEC: &'static Spec = if DECOUPLED { &SPEC_ADAMW } else { &SPEC };
 
-impl Optimizer for Adam {
+    fn from_hyperparameters(h: &Hyperparameters) -> Result<Self, Error> {
+        let (beta1, beta2) = h.pair("betas");
+        Ok(AdamFamily {
+            lr: h.real("lr"),
+            beta1,
+            beta2,
+            eps: h.real("eps"),
+            weight_decay: h.real("weight_decay"),
+            amsgrad: h.flag("amsgrad"),
+            gradient: h.gradient(),
+            slots: Slots::of(h, Self::SPEC),
+        })
+    }
+}
+
+impl<const DECOUPLED: bool> Optimizer for AdamFamily<DECOUPLED> {
     type Scalars = AdamScalars;
 
-    fn state_slots(&self) -> &'static [&'static str] {
-        &["exp_avg", "exp_avg_sq", "max_exp_avg_sq"]
-    }
-
-    fn uses_slot(&self, slot: usize) -> bool {
-        slot != MAX_EXP_AVG_SQ || self.amsgrad
-    }
-
-    fn validate(&self) -> Result<(), Error> {
-        grad_scale(self.grad_scale)?;
-        non_negative("lr", self.lr)?;
-        unit_interval_open("betas[0]", self.beta1)?;
-        unit_interval_open("betas[1]", self.beta2)?;
-        non_negative("eps", self.eps)?;
-        non_negative("weight_decay", self.weight_decay)
+    fn slots(&self) -> Slots {
+        self.slots
     }
 
     fn scalars(&self, step: u64) -> AdamScalars {
-        let (l2, shrink) = if self.decoupled {
-            (0.0, 1.0 - self.lr * self.weight_decay)
-        } else {
-            (self.weight_decay, 1.0)
-        };
+        let (l2, shrink) = weight_decay_terms(self.lr, self.weight_decay, DECOUPLED);
         AdamScalars {
             step_size: self.lr / bias_correction(self.beta1, step),
             bias_correction2_sqrt: bias_correction(self.beta2, step).sqrt(),
             l2,
             shrink,
-            sign: direction(self.maximize, self.grad_scale),
+            factor: self.gradient.factor,
         }
     }
 
@@ -76,7 +149,7 @@ impl Optimizer for Adam {
     // for the dispatched instruction set rather than the baseline.
     #[inline(always)]
     fn update_piece<T: Real>(&self, s: &AdamScalars, lanes: Lanes<'_, T>) {
-        match (s.l2 != 0.0, self.decoupled && self.weight_decay != 0.0) {
+        match (s.l2 != 0.0, DECOUPLED && self.weight_decay != 0.0) {
             (true, _) => self.piece::<T, true, false>(s, lanes),
             (false, true) => self.piece::<T, false, true>(s, lanes),
             (false, false) => self.piece::<T, false, false>(s, lanes),
@@ -84,7 +157,7 @@ impl Optimizer for Adam {
     }
 }
 
-impl Adam {
+impl<const DECOUPLED: bool> AdamFamily<DECOUPLED> {
     #[inline(always)]
     fn piece<T: Real, const L2: bool, const SHRINK: bool>(
         &self,
@@ -107,11 +180,11 @@ impl Adam {
         let bc2_sqrt = T::from_f64(s.bias_correction2_sqrt);
         let l2 = T::from_f64(s.l2);
         let shrink = T::from_f64(s.shrink);
-        let sign = T::from_f64(s.sign);
+        let factor = T::from_f64(s.factor);
         // The moment updates shared by both loops; returns the (AdamW-shrunk) parameter.
         let update = |p: T, g: T, m: &mut T, v: &mut T| -> T {
             let p = if SHRINK { p * shrink } else { p };
-            let g = effective_grad::<T, L2>(g, p, sign, l2);
+            let g = effective_grad::<T, L2>(g, p, factor, l2);
             *m = beta1 * *m + one_minus_beta1 * g;
             *v = *v * beta2 + one_minus_beta2 * g * g;
             p

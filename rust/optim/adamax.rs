@@ -1,52 +1,84 @@
-use super::{bias_correction, direction, effective_grad, Optimizer};
-use crate::error::{grad_scale, non_negative, unit_interval_open, Error};
+use super::spec::{eps, lr, Example, Need, Slot, BETAS, MAXIMIZE, WEIGHT_DECAY};
+use super::{bias_correction, effective_grad, Defined, Gradient, Hyperparameters, Optimizer};
+use super::{Slots, Spec};
+use crate::error::Error;
 use crate::parallel::Lanes;
 use crate::real::{max_keep_nan, Real};
+
+pub(super) const SPEC: Spec = Spec {
+    name: "adamax",
+    torch_name: "Adamax",
+    summary: "Adamax (Kingma and Ba, 2015): Adam with the infinity norm",
+    rule: &[
+        "g ← g + weight_decay·p",
+        "m ← β1·m + (1 − β1)·g",
+        "u ← max(β2·u, |g| + eps) (NaN kept)",
+        "p ← p − (lr/(1 − β1^t))·m/u",
+    ],
+    notes: &[],
+    hyperparameters: &[lr(2e-3), BETAS, eps(1e-8), WEIGHT_DECAY, MAXIMIZE],
+    slots: &[
+        Slot::new("exp_avg", Need::Always, "first moment average m"),
+        Slot::new(
+            "exp_inf",
+            Need::Always,
+            "exponentially weighted infinity norm u",
+        ),
+    ],
+    carried: None,
+    momentum: Some("betas"),
+    example: Example {
+        arguments: "lr=0.1",
+        result: "[0.9 0.9 0.9]",
+    },
+};
 
 /// Adamax (`torch.optim.Adamax`): `m ← β1·m + (1 − β1)·g`, `u ← max(β2·u, |g| + eps)` (NaN kept),
 /// `p ← p − (lr/(1 − β1^t))·m/u`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Adamax {
-    pub lr: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    pub weight_decay: f64,
-    pub maximize: bool,
-    /// A factor on the gradient, fused into the update (1 for none): clipping to a global
-    /// norm without writing the gradients.
-    pub grad_scale: f64,
+    lr: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+    gradient: Gradient,
+    slots: Slots,
 }
 
 pub struct AdamaxScalars {
     clr: f64,
-    sign: f64,
+    factor: f64,
+}
+
+impl Defined for Adamax {
+    const SPEC: &'static Spec = &SPEC;
+
+    fn from_hyperparameters(h: &Hyperparameters) -> Result<Self, Error> {
+        let (beta1, beta2) = h.pair("betas");
+        Ok(Adamax {
+            lr: h.real("lr"),
+            beta1,
+            beta2,
+            eps: h.real("eps"),
+            weight_decay: h.real("weight_decay"),
+            gradient: h.gradient(),
+            slots: Slots::of(h, &SPEC),
+        })
+    }
 }
 
 impl Optimizer for Adamax {
     type Scalars = AdamaxScalars;
 
-    fn state_slots(&self) -> &'static [&'static str] {
-        &["exp_avg", "exp_inf"]
-    }
-
-    fn uses_slot(&self, _slot: usize) -> bool {
-        true
-    }
-
-    fn validate(&self) -> Result<(), Error> {
-        grad_scale(self.grad_scale)?;
-        non_negative("lr", self.lr)?;
-        unit_interval_open("betas[0]", self.beta1)?;
-        unit_interval_open("betas[1]", self.beta2)?;
-        non_negative("eps", self.eps)?;
-        non_negative("weight_decay", self.weight_decay)
+    fn slots(&self) -> Slots {
+        self.slots
     }
 
     fn scalars(&self, step: u64) -> AdamaxScalars {
         AdamaxScalars {
             clr: self.lr / bias_correction(self.beta1, step),
-            sign: direction(self.maximize, self.grad_scale),
+            factor: self.gradient.factor,
         }
     }
 
@@ -77,10 +109,10 @@ impl Adamax {
         let beta2 = T::from_f64(self.beta2);
         let eps = T::from_f64(self.eps);
         let clr = T::from_f64(s.clr);
-        let sign = T::from_f64(s.sign);
+        let factor = T::from_f64(s.factor);
         let weight_decay = T::from_f64(self.weight_decay);
         for i in 0..n {
-            let g = effective_grad::<T, L2>(grad[i], param[i], sign, weight_decay);
+            let g = effective_grad::<T, L2>(grad[i], param[i], factor, weight_decay);
             let m = beta1 * exp_avg[i] + one_minus_beta1 * g;
             exp_avg[i] = m;
             let u = max_keep_nan(exp_inf[i] * beta2, g.abs() + eps);

@@ -1,6 +1,6 @@
-use super::Optimizer;
+use super::{Optimizer, Slots};
 use crate::error::Error;
-use crate::parallel::Lanes;
+use crate::parallel::{Lanes, MAX_STATE};
 use crate::real::Real;
 
 /// The memory floor: not an optimizer but the benchmark baseline for one. It reads the parameter,
@@ -10,27 +10,29 @@ use crate::real::Real;
 /// access pattern.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MemoryFloor {
-    pub states: usize,
+    states: usize,
+}
+
+impl MemoryFloor {
+    /// The floor of an optimizer with `states` state arrays (at most [`MAX_STATE`]).
+    pub fn new(states: usize) -> Result<Self, Error> {
+        if states <= MAX_STATE {
+            Ok(MemoryFloor { states })
+        } else {
+            Err(Error::Invalid(format!(
+                "the memory floor takes at most {MAX_STATE} state arrays, got {states}"
+            )))
+        }
+    }
 }
 
 impl Optimizer for MemoryFloor {
     type Scalars = ();
 
-    fn state_slots(&self) -> &'static [&'static str] {
-        &["state0", "state1", "state2"]
-    }
-
-    fn uses_slot(&self, slot: usize) -> bool {
-        slot < self.states
-    }
-
-    fn validate(&self) -> Result<(), Error> {
-        if self.states <= 3 {
-            Ok(())
-        } else {
-            Err(Error::Options(
-                "the memory floor takes at most 3 state arrays",
-            ))
+    fn slots(&self) -> Slots {
+        Slots {
+            names: ["state0", "state1", "state2"],
+            used: std::array::from_fn(|slot| slot < self.states),
         }
     }
 

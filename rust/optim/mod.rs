@@ -1,5 +1,7 @@
 //! The optimizer updates, one fused pass over the arrays each, following PyTorch's `torch.optim`
-//! single-tensor formulas (see `shared/docs/semantics.md`, mirrored in each type's docs).
+//! single-tensor formulas (`docs/semantics.md`). Each optimizer's interface (names, defaults,
+//! ranges, state slots, the update rule in words) is its [`Spec`], in [`ALL`]; its update is the
+//! [`Optimizer`] impl beside it.
 //!
 //! Hyperparameters are `f64`. Per-step scalars (bias corrections, powers `β^t`, decayed rates) are
 //! computed once per call in `f64` and rounded to the element type; the elementwise arithmetic then
@@ -15,35 +17,45 @@ mod nadam;
 mod radam;
 mod rmsprop;
 mod sgd;
+pub mod spec;
 
 pub use adadelta::Adadelta;
 pub use adagrad::Adagrad;
-pub use adam::Adam;
+pub use adam::{Adam, AdamW};
 pub use adamax::Adamax;
 pub use floor::MemoryFloor;
 pub use nadam::NAdam;
 pub use radam::RAdam;
 pub use rmsprop::RMSprop;
 pub use sgd::Sgd;
+pub use spec::{Gradient, Hyperparameters, Spec, Value};
 
 use crate::error::Error;
 use crate::parallel::{for_each_piece, Lanes, MixedLanes, MAX_STATE};
 use crate::real::{HalfFloat, Real};
 use crate::simd;
 
-/// An optimizer's update rule with its hyperparameters.
+/// Every optimizer lrfast defines, in the order the documentation lists them.
+pub const ALL: [&Spec; 9] = [
+    &sgd::SPEC,
+    &adagrad::SPEC,
+    &rmsprop::SPEC,
+    &adadelta::SPEC,
+    &adam::SPEC,
+    &adam::SPEC_ADAMW,
+    &adamax::SPEC,
+    &nadam::SPEC,
+    &radam::SPEC,
+];
+
+/// An optimizer's update rule with its hyperparameters. Values of these types are built from
+/// validated [`Hyperparameters`] (see [`Defined`]), so an update never sees an invalid one.
 pub trait Optimizer: Sync {
     /// Per-call scalars derived from the hyperparameters and the step number.
     type Scalars: Sync;
 
-    /// The names of the state slots, in the order of [`Lanes::state`] (PyTorch's names).
-    fn state_slots(&self) -> &'static [&'static str];
-
-    /// Whether these options read and write state slot `slot`.
-    fn uses_slot(&self, slot: usize) -> bool;
-
-    /// Checks every hyperparameter and option.
-    fn validate(&self) -> Result<(), Error>;
+    /// The state slots, in the order of [`Lanes::state`], and which of them these options use.
+    fn slots(&self) -> Slots;
 
     /// Computes the scalars of update number `step` (1-based, already validated).
     fn scalars(&self, step: u64) -> Self::Scalars;
@@ -52,9 +64,54 @@ pub trait Optimizer: Sync {
     fn update_piece<T: Real>(&self, scalars: &Self::Scalars, lanes: Lanes<'_, T>);
 }
 
-/// Checks the hyperparameters and `step`, once per call.
-pub fn check_call<O: Optimizer>(optimizer: &O, step: u64) -> Result<(), Error> {
-    optimizer.validate()?;
+/// An optimizer whose interface is a [`Spec`]: built only from hyperparameters checked by it.
+pub trait Defined: Optimizer + Sized {
+    const SPEC: &'static Spec;
+
+    /// Builds the optimizer from checked values, refusing combinations the spec's ranges cannot
+    /// express (Nesterov momentum without momentum).
+    fn from_hyperparameters(h: &Hyperparameters) -> Result<Self, Error>;
+
+    /// The defaults with `given` (`(name, value)` pairs) in their place, checked.
+    fn new(given: &[(&str, Value)]) -> Result<Self, Error> {
+        Self::from_hyperparameters(&Self::SPEC.with(given)?)
+    }
+
+    /// Sets the carried scalar (the spec's `carried`) before update `step`: `None` computes it
+    /// from scratch. Optimizers without one ignore it.
+    fn carry_in(&mut self, _step: u64, _value: Option<f64>) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// The carried scalar after update `step`, for the next call; `None` if there is none.
+    fn carry_out(&self, _step: u64) -> Option<f64> {
+        None
+    }
+}
+
+/// State slot names and which slots the options use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slots {
+    pub names: [&'static str; MAX_STATE],
+    pub used: [bool; MAX_STATE],
+}
+
+impl Slots {
+    /// The slots of `h`'s spec, used as its values say.
+    pub fn of(h: &Hyperparameters, spec: &Spec) -> Slots {
+        let mut names = [""; MAX_STATE];
+        for (name, slot) in names.iter_mut().zip(spec.slots) {
+            *name = slot.name;
+        }
+        Slots {
+            names,
+            used: h.used_slots(),
+        }
+    }
+}
+
+/// Checks `step`, once per call (the hyperparameters were checked when the optimizer was built).
+pub fn check_call(step: u64) -> Result<(), Error> {
     if step < 1 {
         return Err(Error::Step(step));
     }
@@ -88,10 +145,9 @@ fn check_array_lengths<O: Optimizer>(
             actual: grad,
         });
     }
-    let slots = optimizer.state_slots();
-    debug_assert!(slots.len() <= MAX_STATE);
-    for (slot, name) in slots.iter().enumerate() {
-        if !optimizer.uses_slot(slot) {
+    let slots = optimizer.slots();
+    for (slot, name) in slots.names.iter().enumerate() {
+        if !slots.used[slot] {
             continue;
         }
         let actual = states[slot];
@@ -128,7 +184,7 @@ pub fn step_many<O: Optimizer, T: Real>(
     step: u64,
     tensors: Vec<Lanes<'_, T>>,
 ) -> Result<(), Error> {
-    check_call(optimizer, step)?;
+    check_call(step)?;
     for lanes in &tensors {
         check_lengths(optimizer, lanes)?;
     }
@@ -155,7 +211,7 @@ pub fn step_mixed<O: Optimizer, H: HalfFloat>(
     step: u64,
     tensors: Vec<MixedLanes<'_, H>>,
 ) -> Result<(), Error> {
-    check_call(optimizer, step)?;
+    check_call(step)?;
     for lanes in &tensors {
         let expected = lanes.param.len();
         let states = lanes.state.each_ref().map(|s| s.len());
@@ -290,24 +346,26 @@ unsafe fn run_avx512<K: Kernel>(kernel: K) {
     kernel.run()
 }
 
-/// The factor on the gradient: `grad_scale`, negated to maximize (ascend the gradient).
-/// Negation is exact, so `g·(−s)` rounds as PyTorch's clip (`g·s`) followed by `−g` does.
-fn direction(maximize: bool, grad_scale: f64) -> f64 {
-    if maximize {
-        -grad_scale
-    } else {
-        grad_scale
-    }
-}
-
-/// The gradient an update uses: negated when maximizing, plus L2 weight decay when `L2`.
+/// The gradient an update uses: times the [`Gradient`] factor (clipping, the sign to maximize),
+/// plus L2 weight decay when `L2`.
 #[inline(always)]
-fn effective_grad<T: Real, const L2: bool>(grad: T, param: T, sign: T, weight_decay: T) -> T {
-    let grad = grad * sign;
+fn effective_grad<T: Real, const L2: bool>(grad: T, param: T, factor: T, weight_decay: T) -> T {
+    let grad = grad * factor;
     if L2 {
         grad + weight_decay * param
     } else {
         grad
+    }
+}
+
+/// Weight decay as the update applies it: `(l2, shrink)`, the coupled (L2) rate added to the
+/// gradient and the factor `1 − lr·weight_decay` on the parameter (decoupled, AdamW's). One of
+/// them is always neutral (0 or 1).
+fn weight_decay_terms(lr: f64, weight_decay: f64, decoupled: bool) -> (f64, f64) {
+    if decoupled {
+        (0.0, 1.0 - lr * weight_decay)
+    } else {
+        (weight_decay, 1.0)
     }
 }
 

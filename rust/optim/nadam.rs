@@ -1,7 +1,51 @@
-use super::{bias_correction, direction, effective_grad, Optimizer};
-use crate::error::{grad_scale, non_negative, unit_interval_open, Error};
+use super::spec::{eps, lr, Carried, Example, Hyperparameter, Need, Range, Slot, Value};
+use super::spec::{BETAS, DECOUPLED_WEIGHT_DECAY, MAXIMIZE, WEIGHT_DECAY};
+use super::{bias_correction, effective_grad, weight_decay_terms, Defined, Gradient, Optimizer};
+use super::{Hyperparameters, Slots, Spec};
+use crate::error::Error;
 use crate::parallel::Lanes;
 use crate::real::Real;
+
+pub(super) const SPEC: Spec = Spec {
+    name: "nadam",
+    torch_name: "NAdam",
+    summary: "NAdam (Dozat, 2016): Adam with Nesterov momentum and momentum decay",
+    rule: &[
+        "g ← g + weight_decay·p (decoupled: p ← p·(1 − lr·weight_decay))",
+        "μ_t = β1·(1 − ½·0.96^(t·momentum_decay)), Π_t = μ_1·…·μ_t (mu_product)",
+        "m ← β1·m + (1 − β1)·g, v ← β2·v + (1 − β2)·g², den = √(v/(1 − β2^t)) + eps",
+        "p ← p − lr·(1 − μ_t)/(1 − Π_t)·g/den − lr·μ_{t+1}/(1 − Π_t·μ_{t+1})·m/den",
+    ],
+    notes: &["mu_product is kept in float64 (PyTorch: float32), slightly more accurate."],
+    hyperparameters: &[
+        lr(2e-3),
+        BETAS,
+        eps(1e-8),
+        WEIGHT_DECAY,
+        Hyperparameter::new(
+            "momentum_decay",
+            Value::Real(4e-3),
+            Range::NonNegative,
+            "how fast μ_t approaches β1",
+        ),
+        DECOUPLED_WEIGHT_DECAY,
+        MAXIMIZE,
+    ],
+    slots: &[
+        Slot::new("exp_avg", Need::Always, "first moment average m"),
+        Slot::new("exp_avg_sq", Need::Always, "second moment average v"),
+    ],
+    carried: Some(Carried {
+        name: "mu_product",
+        doc: "the product μ_1·…·μ_{t−1} of the updates before this one (None: computed from \
+              the step); the new product is returned, for the next call",
+    }),
+    momentum: Some("betas"),
+    example: Example {
+        arguments: "lr=0.1",
+        result: "[0.8943548 0.8943548 0.8943548]",
+    },
+};
 
 /// NAdam (`torch.optim.NAdam`), Nesterov-accelerated Adam with momentum decay.
 ///
@@ -11,19 +55,17 @@ use crate::real::Real;
 /// `p ← p − lr·(1 − μ_t)/(1 − Πμ_t)·g/den − lr·μ_{t+1}/(1 − Πμ_t·μ_{t+1})·m/den`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NAdam {
-    pub lr: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    pub weight_decay: f64,
-    pub momentum_decay: f64,
-    pub decoupled_weight_decay: bool,
-    pub maximize: bool,
-    /// A factor on the gradient, fused into the update (1 for none): clipping to a global
-    /// norm without writing the gradients.
-    pub grad_scale: f64,
+    lr: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+    momentum_decay: f64,
+    decoupled_weight_decay: bool,
+    gradient: Gradient,
+    slots: Slots,
     /// The product `μ_1·…·μ_{t−1}` of the updates before this one (1 before the first).
-    pub mu_product: f64,
+    mu_product: f64,
 }
 
 pub struct NAdamScalars {
@@ -32,8 +74,12 @@ pub struct NAdamScalars {
     bias_correction2: f64,
     l2: f64,
     shrink: f64,
-    sign: f64,
+    factor: f64,
 }
+
+/// Below this, `1 − x` and `1 − x·μ` round to 1 in f64: a running product this small no longer
+/// changes any update.
+const NEGLIGIBLE_PRODUCT: f64 = 1e-30;
 
 impl NAdam {
     /// `μ_t` of update `step`.
@@ -42,14 +88,25 @@ impl NAdam {
     }
 
     /// The product `μ_1·…·μ_{step−1}` computed from scratch, for callers that did not keep it.
-    /// It stops early once the product underflows to zero, where it stays.
+    ///
+    /// The loop is short for any `step`: it stops once the product is negligible (every later
+    /// update then computes as if it were 0) or once `μ_t` has reached `β1` exactly in f64
+    /// (`0.96^(t·momentum_decay)` below 2^-54; likewise from the start when `momentum_decay`
+    /// is 0, where `μ_t = β1/2`), after which the rest of the product is one power.
     pub fn mu_product_before(&self, step: u64) -> f64 {
         let mut product = 1.0;
-        for t in 1..step {
-            product *= self.mu(t);
-            if product == 0.0 {
-                break;
+        let mut t = 1;
+        while t < step {
+            let mu = self.mu(t);
+            if mu == self.mu(t + 1) && (self.momentum_decay == 0.0 || mu == self.beta1) {
+                // μ stays the same from here on: the remaining factors are one power.
+                return product * mu.powf((step - t) as f64);
             }
+            product *= mu;
+            if product < NEGLIGIBLE_PRODUCT {
+                return product * self.beta1.powf((step - 1 - t) as f64);
+            }
+            t += 1;
         }
         product
     }
@@ -60,33 +117,50 @@ impl NAdam {
     }
 }
 
+impl Defined for NAdam {
+    const SPEC: &'static Spec = &SPEC;
+
+    fn from_hyperparameters(h: &Hyperparameters) -> Result<Self, Error> {
+        let (beta1, beta2) = h.pair("betas");
+        Ok(NAdam {
+            lr: h.real("lr"),
+            beta1,
+            beta2,
+            eps: h.real("eps"),
+            weight_decay: h.real("weight_decay"),
+            momentum_decay: h.real("momentum_decay"),
+            decoupled_weight_decay: h.flag("decoupled_weight_decay"),
+            gradient: h.gradient(),
+            slots: Slots::of(h, &SPEC),
+            mu_product: 1.0,
+        })
+    }
+
+    fn carry_in(&mut self, step: u64, value: Option<f64>) -> Result<(), Error> {
+        self.mu_product = match value {
+            Some(x) if (0.0..=1.0).contains(&x) => x,
+            Some(x) => {
+                return Err(Error::Hyperparameter {
+                    name: "mu_product".into(),
+                    value: x,
+                    expected: "in [0, 1]",
+                })
+            }
+            None => self.mu_product_before(step),
+        };
+        Ok(())
+    }
+
+    fn carry_out(&self, step: u64) -> Option<f64> {
+        Some(self.mu_product_after(step))
+    }
+}
+
 impl Optimizer for NAdam {
     type Scalars = NAdamScalars;
 
-    fn state_slots(&self) -> &'static [&'static str] {
-        &["exp_avg", "exp_avg_sq"]
-    }
-
-    fn uses_slot(&self, _slot: usize) -> bool {
-        true
-    }
-
-    fn validate(&self) -> Result<(), Error> {
-        grad_scale(self.grad_scale)?;
-        non_negative("lr", self.lr)?;
-        unit_interval_open("betas[0]", self.beta1)?;
-        unit_interval_open("betas[1]", self.beta2)?;
-        non_negative("eps", self.eps)?;
-        non_negative("weight_decay", self.weight_decay)?;
-        non_negative("momentum_decay", self.momentum_decay)?;
-        if !((0.0..=1.0).contains(&self.mu_product)) {
-            return Err(Error::Hyperparameter {
-                name: "mu_product",
-                value: self.mu_product,
-                expected: "in [0, 1]",
-            });
-        }
-        Ok(())
+    fn slots(&self) -> Slots {
+        self.slots
     }
 
     fn scalars(&self, step: u64) -> NAdamScalars {
@@ -94,18 +168,15 @@ impl Optimizer for NAdam {
         let mu_next = self.mu(step + 1);
         let mu_product = self.mu_product * mu;
         let mu_product_next = mu_product * mu_next;
-        let (l2, shrink) = if self.decoupled_weight_decay {
-            (0.0, 1.0 - self.lr * self.weight_decay)
-        } else {
-            (self.weight_decay, 1.0)
-        };
+        let (l2, shrink) =
+            weight_decay_terms(self.lr, self.weight_decay, self.decoupled_weight_decay);
         NAdamScalars {
             grad_coef: -self.lr * (1.0 - mu) / (1.0 - mu_product),
             exp_avg_coef: (-self.lr * mu_next) / (1.0 - mu_product_next),
             bias_correction2: bias_correction(self.beta2, step),
             l2,
             shrink,
-            sign: direction(self.maximize, self.grad_scale),
+            factor: self.gradient.factor,
         }
     }
 
@@ -146,10 +217,10 @@ impl NAdam {
         let bc2 = T::from_f64(s.bias_correction2);
         let l2 = T::from_f64(s.l2);
         let shrink = T::from_f64(s.shrink);
-        let sign = T::from_f64(s.sign);
+        let factor = T::from_f64(s.factor);
         for i in 0..n {
             let p = if SHRINK { param[i] * shrink } else { param[i] };
-            let g = effective_grad::<T, L2>(grad[i], p, sign, l2);
+            let g = effective_grad::<T, L2>(grad[i], p, factor, l2);
             let m = beta1 * exp_avg[i] + one_minus_beta1 * g;
             exp_avg[i] = m;
             let v = exp_avg_sq[i] * beta2 + one_minus_beta2 * g * g;

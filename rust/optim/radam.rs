@@ -1,7 +1,43 @@
-use super::{bias_correction, direction, effective_grad, Optimizer};
-use crate::error::{grad_scale, non_negative, unit_interval_open, Error};
+use super::spec::WEIGHT_DECAY;
+use super::spec::{eps, lr, Example, Need, Slot, BETAS, DECOUPLED_WEIGHT_DECAY, MAXIMIZE};
+use super::{bias_correction, effective_grad, weight_decay_terms, Defined, Gradient, Optimizer};
+use super::{Hyperparameters, Slots, Spec};
+use crate::error::Error;
 use crate::parallel::Lanes;
 use crate::real::Real;
+
+pub(super) const SPEC: Spec = Spec {
+    name: "radam",
+    torch_name: "RAdam",
+    summary: "RAdam (Liu et al., 2020): Adam with a rectified variance",
+    rule: &[
+        "g ← g + weight_decay·p (decoupled: p ← p·(1 − lr·weight_decay))",
+        "m ← β1·m + (1 − β1)·g, v ← β2·v + (1 − β2)·g², m̂ = m/(1 − β1^t)",
+        "ρ∞ = 2/(1 − β2) − 1, ρ_t = ρ∞ − 2t·β2^t/(1 − β2^t)",
+        "ρ_t > 5: r = √((ρ_t − 4)(ρ_t − 2)ρ∞ / ((ρ∞ − 4)(ρ∞ − 2)ρ_t)), \
+         p ← p − lr·m̂·r·√(1 − β2^t)/(√v + eps)",
+        "otherwise p ← p − lr·m̂",
+    ],
+    notes: &[],
+    hyperparameters: &[
+        lr(1e-3),
+        BETAS,
+        eps(1e-8),
+        WEIGHT_DECAY,
+        DECOUPLED_WEIGHT_DECAY,
+        MAXIMIZE,
+    ],
+    slots: &[
+        Slot::new("exp_avg", Need::Always, "first moment average m"),
+        Slot::new("exp_avg_sq", Need::Always, "second moment average v"),
+    ],
+    carried: None,
+    momentum: Some("betas"),
+    example: Example {
+        arguments: "lr=0.1",
+        result: "[0.95 0.95 0.95]",
+    },
+};
 
 /// RAdam (`torch.optim.RAdam`), Adam with a rectified variance.
 ///
@@ -10,16 +46,14 @@ use crate::real::Real;
 /// `p ← p − lr·m̂·r·√(1 − β2^t)/(√v + eps)`; otherwise `p ← p − lr·m̂`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RAdam {
-    pub lr: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    pub eps: f64,
-    pub weight_decay: f64,
-    pub decoupled_weight_decay: bool,
-    pub maximize: bool,
-    /// A factor on the gradient, fused into the update (1 for none): clipping to a global
-    /// norm without writing the gradients.
-    pub grad_scale: f64,
+    lr: f64,
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    weight_decay: f64,
+    decoupled_weight_decay: bool,
+    gradient: Gradient,
+    slots: Slots,
 }
 
 pub struct RAdamScalars {
@@ -29,27 +63,32 @@ pub struct RAdamScalars {
     rect: Option<f64>,
     l2: f64,
     shrink: f64,
-    sign: f64,
+    factor: f64,
+}
+
+impl Defined for RAdam {
+    const SPEC: &'static Spec = &SPEC;
+
+    fn from_hyperparameters(h: &Hyperparameters) -> Result<Self, Error> {
+        let (beta1, beta2) = h.pair("betas");
+        Ok(RAdam {
+            lr: h.real("lr"),
+            beta1,
+            beta2,
+            eps: h.real("eps"),
+            weight_decay: h.real("weight_decay"),
+            decoupled_weight_decay: h.flag("decoupled_weight_decay"),
+            gradient: h.gradient(),
+            slots: Slots::of(h, &SPEC),
+        })
+    }
 }
 
 impl Optimizer for RAdam {
     type Scalars = RAdamScalars;
 
-    fn state_slots(&self) -> &'static [&'static str] {
-        &["exp_avg", "exp_avg_sq"]
-    }
-
-    fn uses_slot(&self, _slot: usize) -> bool {
-        true
-    }
-
-    fn validate(&self) -> Result<(), Error> {
-        grad_scale(self.grad_scale)?;
-        non_negative("lr", self.lr)?;
-        unit_interval_open("betas[0]", self.beta1)?;
-        unit_interval_open("betas[1]", self.beta2)?;
-        non_negative("eps", self.eps)?;
-        non_negative("weight_decay", self.weight_decay)
+    fn slots(&self) -> Slots {
+        self.slots
     }
 
     fn scalars(&self, step: u64) -> RAdamScalars {
@@ -61,18 +100,15 @@ impl Optimizer for RAdam {
             ((rho_t - 4.0) * (rho_t - 2.0) * rho_inf / ((rho_inf - 4.0) * (rho_inf - 2.0) * rho_t))
                 .sqrt()
         });
-        let (l2, shrink) = if self.decoupled_weight_decay {
-            (0.0, 1.0 - self.lr * self.weight_decay)
-        } else {
-            (self.weight_decay, 1.0)
-        };
+        let (l2, shrink) =
+            weight_decay_terms(self.lr, self.weight_decay, self.decoupled_weight_decay);
         RAdamScalars {
             bias_correction1: bias_correction(self.beta1, step),
             bias_correction2_sqrt: bias_correction2.sqrt(),
             rect,
             l2,
             shrink,
-            sign: direction(self.maximize, self.grad_scale),
+            factor: self.gradient.factor,
         }
     }
 
@@ -113,11 +149,11 @@ impl RAdam {
         let bc2_sqrt = T::from_f64(s.bias_correction2_sqrt);
         let l2 = T::from_f64(s.l2);
         let shrink = T::from_f64(s.shrink);
-        let sign = T::from_f64(s.sign);
+        let factor = T::from_f64(s.factor);
         let rect = s.rect.map(T::from_f64);
         for i in 0..n {
             let p = if SHRINK { param[i] * shrink } else { param[i] };
-            let g = effective_grad::<T, L2>(grad[i], p, sign, l2);
+            let g = effective_grad::<T, L2>(grad[i], p, factor, l2);
             let m = beta1 * exp_avg[i] + one_minus_beta1 * g;
             exp_avg[i] = m;
             let v = exp_avg_sq[i] * beta2 + one_minus_beta2 * g * g;

@@ -1,52 +1,103 @@
-use super::{direction, effective_grad, Optimizer};
-use crate::error::{grad_scale, non_negative, unit_interval_closed, Error};
+use super::spec::{eps, lr, Example, Hyperparameter, Need, Range, Slot, Value};
+use super::spec::{MAXIMIZE, WEIGHT_DECAY};
+use super::{effective_grad, Defined, Gradient, Hyperparameters, Optimizer, Slots, Spec};
+use crate::error::Error;
 use crate::parallel::Lanes;
 use crate::real::Real;
+
+pub(super) const SPEC: Spec = Spec {
+    name: "rmsprop",
+    torch_name: "RMSprop",
+    summary: "RMSprop (Hinton, 2012), optionally centered and with momentum",
+    rule: &[
+        "g ← g + weight_decay·p",
+        "v ← α·v + (1 − α)·g²",
+        "centered: a ← α·a + (1 − α)·g, den = √(v − a²) + eps; else den = √v + eps",
+        "momentum μ > 0: b ← μ·b + g/den, p ← p − lr·b; else p ← p − lr·g/den",
+    ],
+    notes: &["Keras puts epsilon inside the square root; lrfast follows PyTorch."],
+    hyperparameters: &[
+        lr(1e-2),
+        Hyperparameter::new(
+            "alpha",
+            Value::Real(0.99),
+            Range::UnitClosed,
+            "smoothing constant α of the squared-gradient average",
+        ),
+        eps(1e-8),
+        WEIGHT_DECAY,
+        Hyperparameter::new(
+            "momentum",
+            Value::Real(0.0),
+            Range::NonNegative,
+            "momentum factor μ (0: none)",
+        ),
+        Hyperparameter::new(
+            "centered",
+            Value::Flag(false),
+            Range::Flag,
+            "normalize by the variance estimate √(v − a²) instead of √v",
+        ),
+        MAXIMIZE,
+    ],
+    slots: &[
+        Slot::new("square_avg", Need::Always, "average of squared gradients v"),
+        Slot::new(
+            "momentum_buffer",
+            Need::NonZero("momentum"),
+            "momentum buffer b (only with momentum)",
+        ),
+        Slot::new(
+            "grad_avg",
+            Need::Flag("centered"),
+            "average of gradients a (only when centered)",
+        ),
+    ],
+    carried: None,
+    momentum: Some("momentum"),
+    example: Example {
+        arguments: "lr=0.01",
+        result: "[0.90000004 0.90000004 0.90000004]",
+    },
+};
 
 /// RMSprop (`torch.optim.RMSprop`): `v ← α·v + (1 − α)·g²`; centered: `a ← α·a + (1 − α)·g`,
 /// `den = √(v − a²) + eps`, else `den = √v + eps`; with momentum `b ← μ·b + g/den`, `p ← p − lr·b`,
 /// else `p ← p − lr·g/den`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RMSprop {
-    pub lr: f64,
-    pub alpha: f64,
-    pub eps: f64,
-    pub weight_decay: f64,
-    pub momentum: f64,
-    pub centered: bool,
-    pub maximize: bool,
-    /// A factor on the gradient, fused into the update (1 for none): clipping to a global
-    /// norm without writing the gradients.
-    pub grad_scale: f64,
+    lr: f64,
+    alpha: f64,
+    eps: f64,
+    weight_decay: f64,
+    momentum: f64,
+    centered: bool,
+    gradient: Gradient,
+    slots: Slots,
 }
 
-const SQUARE_AVG: usize = 0;
-const MOMENTUM_BUFFER: usize = 1;
-const GRAD_AVG: usize = 2;
+impl Defined for RMSprop {
+    const SPEC: &'static Spec = &SPEC;
+
+    fn from_hyperparameters(h: &Hyperparameters) -> Result<Self, Error> {
+        Ok(RMSprop {
+            lr: h.real("lr"),
+            alpha: h.real("alpha"),
+            eps: h.real("eps"),
+            weight_decay: h.real("weight_decay"),
+            momentum: h.real("momentum"),
+            centered: h.flag("centered"),
+            gradient: h.gradient(),
+            slots: Slots::of(h, &SPEC),
+        })
+    }
+}
 
 impl Optimizer for RMSprop {
     type Scalars = ();
 
-    fn state_slots(&self) -> &'static [&'static str] {
-        &["square_avg", "momentum_buffer", "grad_avg"]
-    }
-
-    fn uses_slot(&self, slot: usize) -> bool {
-        match slot {
-            SQUARE_AVG => true,
-            MOMENTUM_BUFFER => self.momentum != 0.0,
-            GRAD_AVG => self.centered,
-            _ => false,
-        }
-    }
-
-    fn validate(&self) -> Result<(), Error> {
-        grad_scale(self.grad_scale)?;
-        non_negative("lr", self.lr)?;
-        unit_interval_closed("alpha", self.alpha)?;
-        non_negative("eps", self.eps)?;
-        non_negative("weight_decay", self.weight_decay)?;
-        non_negative("momentum", self.momentum)
+    fn slots(&self) -> Slots {
+        self.slots
     }
 
     fn scalars(&self, _step: u64) {}
@@ -92,13 +143,13 @@ impl RMSprop {
         let one_minus_alpha = T::from_f64(1.0 - self.alpha);
         let eps = T::from_f64(self.eps);
         let momentum = T::from_f64(self.momentum);
-        let sign = T::from_f64(direction(self.maximize, self.grad_scale));
+        let factor = T::from_f64(self.gradient.factor);
         let weight_decay = T::from_f64(self.weight_decay);
         // Empty slots when unused; indexing them is skipped by the flags below.
         let buf = &mut buf[..if MOMENTUM { n } else { 0 }];
         let grad_avg = &mut grad_avg[..if CENTERED { n } else { 0 }];
         for i in 0..n {
-            let g = effective_grad::<T, L2>(grad[i], param[i], sign, weight_decay);
+            let g = effective_grad::<T, L2>(grad[i], param[i], factor, weight_decay);
             let v = square_avg[i] * alpha + one_minus_alpha * g * g;
             square_avg[i] = v;
             let den = if CENTERED {

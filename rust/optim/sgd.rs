@@ -1,7 +1,55 @@
-use super::{direction, effective_grad, Optimizer};
-use crate::error::{grad_scale, non_negative, Error};
+use super::spec::{lr, Example, Hyperparameter, Need, Range, Slot, Value, MAXIMIZE, WEIGHT_DECAY};
+use super::{effective_grad, Defined, Gradient, Hyperparameters, Optimizer, Slots, Spec};
+use crate::error::Error;
 use crate::parallel::Lanes;
 use crate::real::Real;
+
+pub(super) const SPEC: Spec = Spec {
+    name: "sgd",
+    torch_name: "SGD",
+    summary: "stochastic gradient descent with optional (Nesterov) momentum",
+    rule: &[
+        "g ← g + weight_decay·p",
+        "b ← g on the first update, else b ← μ·b + (1 − dampening)·g (with momentum μ > 0)",
+        "d = g + μ·b with nesterov, b with momentum, else g",
+        "p ← p − lr·d",
+    ],
+    notes: &["nesterov requires momentum > 0 and dampening = 0."],
+    hyperparameters: &[
+        lr(1e-3),
+        Hyperparameter::new(
+            "momentum",
+            Value::Real(0.0),
+            Range::NonNegative,
+            "momentum factor μ (0: none)",
+        ),
+        Hyperparameter::new(
+            "dampening",
+            Value::Real(0.0),
+            Range::NonNegative,
+            "dampening of the gradient's share of the momentum",
+        ),
+        WEIGHT_DECAY,
+        Hyperparameter::new(
+            "nesterov",
+            Value::Flag(false),
+            Range::Flag,
+            "use Nesterov momentum",
+        ),
+        MAXIMIZE,
+    ],
+    slots: &[Slot::new(
+        "momentum_buffer",
+        Need::NonZero("momentum"),
+        "momentum buffer b (only with momentum)",
+    )],
+    carried: None,
+    momentum: Some("momentum"),
+    example: Example {
+        arguments: "lr=0.1",
+        result: "[0.95 0.95 0.95]",
+    },
+};
 
 /// Stochastic gradient descent with optional momentum and Nesterov momentum (`torch.optim.SGD`).
 ///
@@ -10,15 +58,13 @@ use crate::real::Real;
 /// Then `p ← p − lr·d`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Sgd {
-    pub lr: f64,
-    pub momentum: f64,
-    pub dampening: f64,
-    pub nesterov: bool,
-    pub weight_decay: f64,
-    pub maximize: bool,
-    /// A factor on the gradient, fused into the update (1 for none): clipping to a global
-    /// norm without writing the gradients.
-    pub grad_scale: f64,
+    lr: f64,
+    momentum: f64,
+    dampening: f64,
+    nesterov: bool,
+    weight_decay: f64,
+    gradient: Gradient,
+    slots: Slots,
 }
 
 pub struct SgdScalars {
@@ -27,32 +73,36 @@ pub struct SgdScalars {
     momentum: f64,
     one_minus_dampening: f64,
     weight_decay: f64,
-    sign: f64,
+    factor: f64,
+}
+
+impl Defined for Sgd {
+    const SPEC: &'static Spec = &SPEC;
+
+    fn from_hyperparameters(h: &Hyperparameters) -> Result<Self, Error> {
+        let sgd = Sgd {
+            lr: h.real("lr"),
+            momentum: h.real("momentum"),
+            dampening: h.real("dampening"),
+            nesterov: h.flag("nesterov"),
+            weight_decay: h.real("weight_decay"),
+            gradient: h.gradient(),
+            slots: Slots::of(h, &SPEC),
+        };
+        if sgd.nesterov && (sgd.momentum <= 0.0 || sgd.dampening != 0.0) {
+            return Err(Error::Invalid(
+                "nesterov requires momentum > 0 and dampening = 0".into(),
+            ));
+        }
+        Ok(sgd)
+    }
 }
 
 impl Optimizer for Sgd {
     type Scalars = SgdScalars;
 
-    fn state_slots(&self) -> &'static [&'static str] {
-        &["momentum_buffer"]
-    }
-
-    fn uses_slot(&self, _slot: usize) -> bool {
-        self.momentum != 0.0
-    }
-
-    fn validate(&self) -> Result<(), Error> {
-        grad_scale(self.grad_scale)?;
-        non_negative("lr", self.lr)?;
-        non_negative("momentum", self.momentum)?;
-        non_negative("dampening", self.dampening)?;
-        non_negative("weight_decay", self.weight_decay)?;
-        if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
-            return Err(Error::Options(
-                "nesterov requires momentum > 0 and dampening = 0",
-            ));
-        }
-        Ok(())
+    fn slots(&self) -> Slots {
+        self.slots
     }
 
     fn scalars(&self, step: u64) -> SgdScalars {
@@ -62,7 +112,7 @@ impl Optimizer for Sgd {
             momentum: self.momentum,
             one_minus_dampening: 1.0 - self.dampening,
             weight_decay: self.weight_decay,
-            sign: direction(self.maximize, self.grad_scale),
+            factor: self.gradient.factor,
         }
     }
 
@@ -85,11 +135,11 @@ impl Sgd {
         let n = param.len();
         let grad = &grad[..n];
         let lr = T::from_f64(s.lr);
-        let sign = T::from_f64(s.sign);
+        let factor = T::from_f64(s.factor);
         let weight_decay = T::from_f64(s.weight_decay);
         if self.momentum == 0.0 {
             for i in 0..n {
-                let g = effective_grad::<T, L2>(grad[i], param[i], sign, weight_decay);
+                let g = effective_grad::<T, L2>(grad[i], param[i], factor, weight_decay);
                 param[i] = param[i] - lr * g;
             }
             return;
@@ -100,7 +150,7 @@ impl Sgd {
         let keep = T::from_f64(s.one_minus_dampening);
         let nesterov = self.nesterov;
         for i in 0..n {
-            let g = effective_grad::<T, L2>(grad[i], param[i], sign, weight_decay);
+            let g = effective_grad::<T, L2>(grad[i], param[i], factor, weight_decay);
             let b = if s.first {
                 g
             } else {

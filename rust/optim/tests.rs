@@ -43,17 +43,11 @@ impl<T: Real> Arrays<T> {
 }
 
 fn adam() -> Adam {
-    Adam {
-        lr: 1e-3,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-        amsgrad: false,
-        maximize: false,
-        grad_scale: 1.0,
-        decoupled: false,
-    }
+    Adam::new(&[]).unwrap()
+}
+
+fn amsgrad() -> Adam {
+    Adam::new(&[("amsgrad", Value::Flag(true))]).unwrap()
 }
 
 #[test]
@@ -74,10 +68,7 @@ fn parallel_split_gives_the_same_bits_as_one_piece() {
     let len = MIN_PARALLEL_LEN * 3 + 17;
     let mut split = Arrays::<f32>::new(len, 7, 3);
     let mut whole = Arrays::<f32>::new(len, 7, 3);
-    let optimizer = Adam {
-        amsgrad: true,
-        ..adam()
-    };
+    let optimizer = amsgrad();
     for t in 1..=3 {
         step(&optimizer, t, split.lanes()).unwrap();
         let scalars = optimizer.scalars(t);
@@ -155,19 +146,11 @@ fn simd_levels_give_the_same_bits() {
 fn errors_leave_every_array_untouched() {
     let mut arrays = Arrays::<f64>::new(10, 2, 2);
     let before = (arrays.param.clone(), arrays.state.clone());
-    let bad = Adam {
-        beta1: 1.0,
-        ..adam()
-    };
-    let err = step(&bad, 1, arrays.lanes()).unwrap_err();
+    let err = Adam::new(&[("betas", Value::Pair(1.0, 0.999))]).unwrap_err();
     assert_eq!(err.to_string(), "betas[0] must be in [0, 1), got 1");
     assert_eq!(step(&adam(), 0, arrays.lanes()), Err(Error::Step(0)));
-    let amsgrad = Adam {
-        amsgrad: true,
-        ..adam()
-    };
     assert_eq!(
-        step(&amsgrad, 1, arrays.lanes()),
+        step(&amsgrad(), 1, arrays.lanes()),
         Err(Error::MissingState("max_exp_avg_sq"))
     );
     assert_eq!((arrays.param, arrays.state), before);
@@ -175,26 +158,15 @@ fn errors_leave_every_array_untouched() {
 
 #[test]
 fn nesterov_without_momentum_is_refused() {
-    let sgd = Sgd {
-        lr: 0.1,
-        momentum: 0.0,
-        dampening: 0.0,
-        nesterov: true,
-        weight_decay: 0.0,
-        maximize: false,
-        grad_scale: 1.0,
-    };
-    assert!(matches!(sgd.validate(), Err(Error::Options(_))));
+    let sgd = Sgd::new(&[("nesterov", Value::Flag(true))]);
+    assert!(matches!(sgd, Err(Error::Invalid(_))));
 }
 
 #[test]
 fn nan_in_the_second_moment_survives_amsgrad_and_adamax() {
     let mut arrays = Arrays::<f32>::new(4, 5, 3);
     arrays.grad[2] = f32::NAN;
-    let amsgrad = Adam {
-        amsgrad: true,
-        ..adam()
-    };
+    let amsgrad = amsgrad();
     step(&amsgrad, 1, arrays.lanes()).unwrap();
     step(&amsgrad, 2, arrays.lanes()).unwrap();
     assert!(arrays.state[2][2].is_nan());
@@ -202,15 +174,7 @@ fn nan_in_the_second_moment_survives_amsgrad_and_adamax() {
 
     let mut arrays = Arrays::<f32>::new(4, 5, 2);
     arrays.grad[1] = f32::NAN;
-    let adamax = Adamax {
-        lr: 2e-3,
-        beta1: 0.9,
-        beta2: 0.999,
-        eps: 1e-8,
-        weight_decay: 0.0,
-        maximize: false,
-        grad_scale: 1.0,
-    };
+    let adamax = Adamax::new(&[]).unwrap();
     step(&adamax, 1, arrays.lanes()).unwrap();
     assert!(arrays.state[1][1].is_nan());
 }
@@ -218,15 +182,12 @@ fn nan_in_the_second_moment_survives_amsgrad_and_adamax() {
 #[test]
 fn sgd_momentum_first_step_copies_the_gradient() {
     let mut arrays = Arrays::<f64>::new(8, 9, 1);
-    let sgd = Sgd {
-        lr: 0.5,
-        momentum: 0.9,
-        dampening: 0.3,
-        nesterov: false,
-        weight_decay: 0.0,
-        maximize: false,
-        grad_scale: 1.0,
-    };
+    let sgd = Sgd::new(&[
+        ("lr", Value::Real(0.5)),
+        ("momentum", Value::Real(0.9)),
+        ("dampening", Value::Real(0.3)),
+    ])
+    .unwrap();
     step(&sgd, 1, arrays.lanes()).unwrap();
     assert_eq!(arrays.state[0], arrays.grad);
     step(&sgd, 2, arrays.lanes()).unwrap();
@@ -299,11 +260,11 @@ fn mixed_matches_widen_step_round<H: HalfFloat + Default + PartialEq>() {
         3 * MIXED_BLOCK + 7,
         MIN_PARALLEL_LEN * 2 + 13,
     ];
-    let amsgrad = Adam {
-        amsgrad: true,
-        weight_decay: 0.01,
-        ..adam()
-    };
+    let amsgrad = Adam::new(&[
+        ("amsgrad", Value::Flag(true)),
+        ("weight_decay", Value::Real(0.01)),
+    ])
+    .unwrap();
     for len in sizes {
         for with_master in [false, true] {
             let mut fused = MixedArrays::<H>::new(len, len as u64, 3);
@@ -335,15 +296,7 @@ fn bfloat16_update_is_widen_step_round() {
 fn master_copy_keeps_updates_below_half_precision() {
     // lr·sign(g) = 1e-4 is below half an ulp of 1.0 in float16 (4.9e-4): without a master copy
     // the parameter never moves; with one, the steps accumulate and show after a few.
-    let sgd = Sgd {
-        lr: 1e-4,
-        momentum: 0.0,
-        dampening: 0.0,
-        nesterov: false,
-        weight_decay: 0.0,
-        maximize: false,
-        grad_scale: 1.0,
-    };
+    let sgd = Sgd::new(&[("lr", Value::Real(1e-4))]).unwrap();
     let one = half::f16::from_f32(1.0);
     let mut param = [one];
     let mut master = [1.0f32];

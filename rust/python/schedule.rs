@@ -12,7 +12,7 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyTuple};
 
-use super::parse_step;
+use super::args::parse_step;
 use crate::schedule::{Anneal, CallbackError, Cyclic, CyclicMode, OneCycle, Schedule};
 
 /// The base class of `lrfast.schedules.Schedule`: holds the Rust schedule.
