@@ -176,17 +176,20 @@ mod tests {
     }
 
     #[test]
+    #[ignore = "exhaustive over all 2^32 f32 values (minutes in a debug build); CI runs it: cargo test --release -- --include-ignored"]
     fn f32_to_f16_matches_half_for_every_f32() {
         first_mismatch(f32_to_f16, |x| f16::from_f32_const(x).to_bits());
     }
 
     #[test]
+    #[ignore = "exhaustive over all 2^32 f32 values (minutes in a debug build); CI runs it: cargo test --release -- --include-ignored"]
     fn f32_to_bf16_matches_half_for_every_f32() {
         first_mismatch(f32_to_bf16, |x| bf16::from_f32_const(x).to_bits());
     }
 
     #[cfg(target_arch = "x86_64")]
     #[test]
+    #[ignore = "exhaustive over all 2^32 f32 values (minutes in a debug build); CI runs it: cargo test --release -- --include-ignored"]
     fn f16c_rounds_every_f32_as_the_scalar_code() {
         if !f16c::available() {
             return; // this CPU runs the scalar code, tested above

@@ -1,6 +1,6 @@
 //! Learning-rate schedules: the rate as a pure function of the scheduler step `t` (0-based, so
 //! `rate(0)` is the starting rate), in closed form, following `torch.optim.lr_scheduler` and
-//! Keras 3's `keras.optimizers.schedules` (formulas in `shared/docs/semantics.md`).
+//! Keras 3's `keras.optimizers.schedules` (formulas in `docs/semantics.md`).
 //!
 //! A [`Schedule`] is a value: build it, [`Schedule::validate`] it once, then evaluate it at any
 //! step in any order, alone ([`Schedule::rate`]) or over a whole array of steps

@@ -1,4 +1,4 @@
-"""Plain-Python reference of every schedule formula (``shared/docs/semantics.md``), written
+"""Plain-Python reference of every schedule formula (``docs/semantics.md``), written
 independently of the Rust code: the tests compare the two at random parameters and steps.
 
 ``REFERENCE[name](params, t)`` is the rate of schedule class ``name`` with constructor arguments

@@ -156,7 +156,7 @@ def _plateau_reference(
     metrics: list[float], lr: float, mode: str, factor: float, patience: int,
     threshold: float, threshold_mode: str, cooldown: int, min_lr: float, eps: float,
 ) -> list[float]:  # fmt: skip
-    """PyTorch's ReduceLROnPlateau, transcribed from shared/docs/semantics.md."""
+    """PyTorch's ReduceLROnPlateau, transcribed from docs/semantics.md."""
     best = math.inf if mode == "min" else -math.inf
     bad = cool = 0
     out = []

@@ -1,4 +1,4 @@
-"""lrfast's optimizers against vectors computed by PyTorch itself (shared/data)."""
+"""lrfast's optimizers against vectors computed by PyTorch itself (tests/data)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 import lrfast
 
-# Copied verbatim from shared/data (computed by PyTorch 2.13 itself; see tests/data/README.md).
+# Computed by PyTorch 2.13 itself; see tests/data/README.md.
 DATA = Path(__file__).resolve().parent / "data"
 CASES = json.loads((DATA / "torch_optim_vectors.json").read_text())["cases"]
 VECTORS = np.load(DATA / "torch_optim_vectors.npz")
