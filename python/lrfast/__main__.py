@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from . import optim, simd_level
+from . import __version__, optim, simd_level
 
 OPTIMIZERS: dict[str, tuple[optim.OptimizerClass, dict[str, Any]]] = {
     "sgd": (optim.SGD, {"lr": 0.1, "momentum": 0.9, "nesterov": True}),
@@ -118,6 +118,7 @@ def train(optimizer_name: str, epochs: int, batch_size: int, seed: int) -> float
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="lrfast", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"lrfast {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     p_train = commands.add_parser("train", help="train an MLP on two spirals with lrfast")
     p_train.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam")

@@ -175,6 +175,16 @@ class ReduceLROnPlateau:
         self.num_changes = int(state["num_changes"])
         self._lr = float(state["lr"])
 
+    def __repr__(self) -> str:
+        target = f"<{type(self.optimizer).__name__}>" if self.optimizer is not None else self._lr
+        return (
+            f"ReduceLROnPlateau({target}, mode={self.mode!r}, factor={self.factor!r}, "
+            f"patience={self.patience!r}, threshold={self.threshold!r}, "
+            f"threshold_mode={self.threshold_mode!r}, cooldown={self.cooldown!r}, "
+            f"min_lr={self.min_lr!r}, eps={self.eps!r}, max_lr={self.max_lr!r}) "
+            f"# best={self.best!r}, bad epochs={self.num_bad_epochs}"
+        )
+
 
 class EarlyStopping:
     """Stops training when a metric has not improved for ``patience`` evaluations.
@@ -279,3 +289,10 @@ class EarlyStopping:
         self.stopped = bool(state["stopped"])
         kept = state["best_params"]
         self.best_params = None if kept is None else [np.array(p, copy=True) for p in kept]
+
+    def __repr__(self) -> str:
+        return (
+            f"EarlyStopping(patience={self.patience!r}, min_delta={self.min_delta!r}, "
+            f"mode={self.mode!r}, restore_best={self.restore_best!r}, "
+            f"params=<{len(self.params)} arrays>) # best={self.best!r}"
+        )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections.abc import Sequence
 from typing import Any, Callable, ClassVar, Optional, Protocol, Union
 
@@ -90,6 +91,57 @@ def state_like(
     return out
 
 
+def _byte_range(array: np.ndarray) -> tuple[int, int]:
+    start = int(array.__array_interface__["data"][0])
+    return start, start + array.nbytes
+
+
+def _write_atomically(path: Union[str, os.PathLike[str]], write: Callable[[Any], None]) -> None:
+    """Writes a file through ``write(file)`` into a temporary file in ``path``'s folder, then
+    renames it to ``path``: readers see the old file or the new one, never a partial one."""
+    target = os.fspath(path)
+    if os.path.isdir(target):
+        raise IsADirectoryError(f"path {target!r} is a directory; give a file name")
+    folder = os.path.dirname(os.path.abspath(target))
+    handle, temporary = tempfile.mkstemp(prefix=".lrfast-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(handle, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temporary, target)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def _check_params(params: list[np.ndarray]) -> None:
+    """Refuses, naming ``params[i]``, a parameter the kernels cannot update in place: of another
+    dtype, non-contiguous, read-only, or sharing memory with another parameter (the same array
+    twice, or two views of one buffer)."""
+    for i, p in enumerate(params):
+        if p.dtype not in (np.float32, np.float64) and not is_low_precision(p.dtype):
+            raise TypeError(
+                f"params[{i}] must have dtype float32, float64, float16 or bfloat16, got {p.dtype}"
+            )
+        if not p.flags.c_contiguous:
+            raise ValueError(f"params[{i}] must be C-contiguous (the update writes it in place)")
+        if not p.flags.writeable:
+            raise ValueError(f"params[{i}] is read-only; the update writes it in place")
+    # Sorted by start, an overlap is a range that starts before the furthest end so far.
+    ranges = sorted((*_byte_range(p), i) for i, p in enumerate(params) if p.size)
+    furthest_end, furthest = -1, -1
+    for start, end, i in ranges:
+        if start < furthest_end:
+            first, second = sorted((furthest, i))
+            raise ValueError(
+                f"params[{first}] and params[{second}] share memory; each parameter must be "
+                "its own array"
+            )
+        if end > furthest_end:
+            furthest_end, furthest = end, i
+
+
 class Optimizer:
     """Base class: a kernel, its hyperparameters, the parameters and their state.
 
@@ -117,12 +169,7 @@ class Optimizer:
         master_weights: bool = False,
     ) -> None:
         self.params = _as_list(params, "params")
-        for i, p in enumerate(self.params):
-            if p.dtype not in (np.float32, np.float64) and not is_low_precision(p.dtype):
-                raise TypeError(
-                    f"params[{i}] must have dtype float32, float64, float16 or bfloat16, "
-                    f"got {p.dtype}"
-                )
+        _check_params(self.params)
         self.master_weights = bool(master_weights)
         self.defaults = {**self._default_values(), **hyperparameters}
         if "betas" in self.defaults:
@@ -387,7 +434,12 @@ class Optimizer:
             self.carried = float(scalars.get(self.spec.carried[0], 1.0))
 
     def save(self, path: Union[str, os.PathLike[str]]) -> None:
-        """Writes :meth:`state_dict` to a ``.npz`` file (no pickling)."""
+        """Writes :meth:`state_dict` to ``path`` (the ``.npz`` format, no pickling; the name is
+        used as given). The file is written beside ``path`` and renamed into place, so a failed
+        save leaves any previous checkpoint intact.
+
+        It holds the optimizer's state (hyperparameters, step count, state arrays), not the
+        parameters, as ``torch.optim.Optimizer.state_dict`` does: save those yourself."""
         sd = self.state_dict()
         meta = {k: sd[k] for k in ("optimizer", "hyperparameters", "step", "scalars")}
         lr = meta["hyperparameters"]["lr"]
@@ -399,7 +451,9 @@ class Optimizer:
             for i, s in enumerate(sd["state"])
             for name, value in s.items()
         }
-        np.savez(path, __meta__=np.array(json.dumps(meta)), **arrays)
+        _write_atomically(
+            path, lambda f: np.savez(f, __meta__=np.array(json.dumps(meta)), **arrays)
+        )
 
     def load(self, path: Union[str, os.PathLike[str]]) -> None:
         """Restores a state written by :meth:`save`."""
