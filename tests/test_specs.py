@@ -123,3 +123,14 @@ def test_version_comes_from_the_crate() -> None:
     from importlib.metadata import version
 
     assert lrfast.__version__ == version("lrfast")
+
+
+def test_readme_examples_run() -> None:
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    test = doctest.DocTestParser().get_doctest(
+        readme.read_text(), {"np": np, "lrfast": lrfast}, "README.md", str(readme), 0
+    )
+    assert test.examples
+    runner = doctest.DocTestRunner()
+    runner.run(test)
+    assert runner.failures == 0
