@@ -142,23 +142,24 @@ def adadelta_step(
     param[...] = param - lr * delta
 
 
-def _adam(
+def adam_step(
     param: np.ndarray,
     grad: np.ndarray,
     exp_avg: np.ndarray,
     exp_avg_sq: np.ndarray,
-    max_exp_avg_sq: Optional[np.ndarray],
+    max_exp_avg_sq: Optional[np.ndarray] = None,
     *,
     step: int,
-    lr: float,
-    betas: tuple[float, float],
-    eps: float,
-    weight_decay: float,
-    amsgrad: bool,
-    maximize: bool,
-    decoupled: bool,
-    grad_scale: float,
+    lr: float = 1e-3,
+    betas: tuple[float, float] = (0.9, 0.999),
+    eps: float = 1e-8,
+    weight_decay: float = 0.0,
+    amsgrad: bool = False,
+    maximize: bool = False,
+    grad_scale: float = 1.0,
+    decoupled: bool = False,
 ) -> None:
+    """Adam; with ``decoupled`` (AdamW) the weight decay shrinks the parameter instead."""
     beta1, beta2 = betas
     if decoupled:
         param[...] = param * (1 - lr * weight_decay)
@@ -178,72 +179,9 @@ def _adam(
     param[...] = param - (lr / bias_correction1) * exp_avg / denom
 
 
-def adam_step(
-    param: np.ndarray,
-    grad: np.ndarray,
-    exp_avg: np.ndarray,
-    exp_avg_sq: np.ndarray,
-    max_exp_avg_sq: Optional[np.ndarray] = None,
-    *,
-    step: int,
-    lr: float = 1e-3,
-    betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
-    weight_decay: float = 0.0,
-    amsgrad: bool = False,
-    maximize: bool = False,
-    grad_scale: float = 1.0,
-) -> None:
-    _adam(
-        param,
-        grad,
-        exp_avg,
-        exp_avg_sq,
-        max_exp_avg_sq,
-        step=step,
-        lr=lr,
-        betas=betas,
-        eps=eps,
-        weight_decay=weight_decay,
-        amsgrad=amsgrad,
-        maximize=maximize,
-        decoupled=False,
-        grad_scale=grad_scale,
-    )
-
-
-def adamw_step(
-    param: np.ndarray,
-    grad: np.ndarray,
-    exp_avg: np.ndarray,
-    exp_avg_sq: np.ndarray,
-    max_exp_avg_sq: Optional[np.ndarray] = None,
-    *,
-    step: int,
-    lr: float = 1e-3,
-    betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
-    weight_decay: float = 0.01,
-    amsgrad: bool = False,
-    maximize: bool = False,
-    grad_scale: float = 1.0,
-) -> None:
-    _adam(
-        param,
-        grad,
-        exp_avg,
-        exp_avg_sq,
-        max_exp_avg_sq,
-        step=step,
-        lr=lr,
-        betas=betas,
-        eps=eps,
-        weight_decay=weight_decay,
-        amsgrad=amsgrad,
-        maximize=maximize,
-        decoupled=True,
-        grad_scale=grad_scale,
-    )
+def adamw_step(*args: Any, weight_decay: float = 0.01, **kwargs: Any) -> None:
+    """AdamW: :func:`adam_step` with decoupled weight decay, 0.01 by default."""
+    adam_step(*args, weight_decay=weight_decay, decoupled=True, **kwargs)
 
 
 def adamax_step(
