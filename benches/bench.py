@@ -1,11 +1,11 @@
 """`python benches/bench.py --help`: lrfast against the memory floor, NumPy and PyTorch.
 
-The benchmark itself lives in `lrfast.bench` so that `lrfast bench` runs it from an install.
+The benchmark itself lives in `lrfast.cli.bench` so that `lrfast bench` runs it from an install.
 """
 
 import sys
 
-from lrfast.bench import main
+from lrfast.cli.bench import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,6 +1,7 @@
 import pytest
 
-from lrfast.__main__ import OPTIMIZERS, main, train
+from lrfast.cli import main
+from lrfast.cli.models import OPTIMIZERS, train
 
 
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import lrfast
-from lrfast import demo
+from lrfast.cli import demo
 
 # A least-squares problem whose Hessian has eigenvalues from 0.5 to CURVATURE: SGD converges for
 # rates below 2 / CURVATURE and diverges above; the best fixed rate is about 1 / CURVATURE.
@@ -310,7 +310,7 @@ def test_demo_reproduces_the_classic_picture(tmp_path: Path) -> None:
 
 def test_demo_command_writes_a_report(tmp_path: Path) -> None:
     out = tmp_path / "report"
-    assert lrfast.__main__.main(["demo", "--epochs", "3", "--out", str(out), "--no-progress"]) == 0
+    assert lrfast.cli.main(["demo", "--epochs", "3", "--out", str(out), "--no-progress"]) == 0
     text = (out / "report.md").read_text()
     for heading in ("Fixed rates", "Sensitivity", "range test", "Optimizers", "Schedules"):
         assert heading in text

@@ -31,8 +31,6 @@ from ._lrfast import (
     set_num_threads,
     simd_level,
 )
-from .finder import RangeTestResult, lr_range_test
-from .hypergradient import SGDHD, AdamHD, adam_hd_step, sgd_hd_step
 from .kernels import (
     adadelta_step,
     adagrad_step,
@@ -59,9 +57,21 @@ from .optim import (
     is_low_precision,
     state_like,
 )
-from .sensitivity import Diagnosis, SensitivityResult, diagnose, log_grid, sensitivity
 from .specs import OptimizerSpec, optimizers, spec
 from .threads import threads
+from .tuning import (
+    SGDHD,
+    AdamHD,
+    Diagnosis,
+    RangeTestResult,
+    SensitivityResult,
+    adam_hd_step,
+    diagnose,
+    log_grid,
+    lr_range_test,
+    sensitivity,
+    sgd_hd_step,
+)
 
 __all__ = [
     "__version__",

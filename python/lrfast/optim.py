@@ -40,7 +40,9 @@ Params = Union[np.ndarray, Sequence[np.ndarray]]
 LearningRate = Union[float, Schedule]
 
 
-def _as_list(arrays: Params, what: str) -> list[np.ndarray]:
+def as_array_list(arrays: Params, what: str) -> list[np.ndarray]:
+    """``arrays`` (one array or a sequence of them) as a list, each checked to be an ndarray;
+    ``what`` names the argument in errors."""
     if isinstance(arrays, np.ndarray):
         return [arrays]
     items = list(arrays)
@@ -168,7 +170,7 @@ class Optimizer:
         cycle_momentum: bool = False,
         master_weights: bool = False,
     ) -> None:
-        self.params = _as_list(params, "params")
+        self.params = as_array_list(params, "params")
         _check_params(self.params)
         self.master_weights = bool(master_weights)
         self.defaults = {**self._default_values(), **hyperparameters}
@@ -288,7 +290,7 @@ class Optimizer:
         )
 
     def _check_grads(self, grads: Params) -> list[np.ndarray]:
-        grads = _as_list(grads, "grads")
+        grads = as_array_list(grads, "grads")
         if len(grads) != len(self.params):
             raise ValueError(f"expected {len(self.params)} gradients, got {len(grads)}")
         for i, (p, g) in enumerate(zip(self.params, grads)):

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 import numpy as np
 
 if TYPE_CHECKING:
-    from .optim import Optimizer
+    from ..optim import Optimizer
 
 __all__ = ["lr_range_test", "RangeTestResult"]
 
@@ -172,7 +172,7 @@ class RangeTestResult:
 
     def plot(self, path: Union[str, os.PathLike[str], None] = None, ax: Any = None) -> Any:
         """Loss against rate on a log axis, raw and smoothed, with the suggestions marked."""
-        from .plot import figure_and_axes
+        from ..plot import figure_and_axes
 
         fig, ax = figure_and_axes(ax)
         ax.plot(self.rates, self.losses, color="0.75", linewidth=1, label="loss")

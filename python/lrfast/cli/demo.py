@@ -27,12 +27,10 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from . import optim, schedules
-from .__main__ import MLP
-from .finder import lr_range_test
-from .hypergradient import AdamHD
-from .monitor import ReduceLROnPlateau
-from .sensitivity import diagnose, log_grid, sensitivity
+from .. import optim, schedules
+from ..monitor import ReduceLROnPlateau
+from ..tuning import AdamHD, diagnose, log_grid, lr_range_test, sensitivity
+from .models import MLP
 
 SECTIONS = ("fixed", "sensitivity", "range", "optimizers", "schedules")
 BATCH = 64
@@ -136,7 +134,7 @@ def _table(rows: Sequence[Run]) -> str:
 
 
 def _loss_plot(runs: Sequence[Run], path: Path, title: str) -> None:
-    from .plot import figure
+    from ..plot import figure
 
     fig = figure()
     ax = fig.subplots()
@@ -303,7 +301,7 @@ def section_schedules(data: Data, epochs: int, seed: int, report: Report, peak: 
         f"## 5. Schedules (SGD with momentum 0.9, peak rate {peak:.3g}, {steps} updates)\n\n"
         + _table(runs)
     )
-    from .plot import schedules as plot_schedules
+    from ..plot import schedules as plot_schedules
 
     plot_schedules(shapes, steps, path=report.out / "schedule_shapes.png", title="shapes")
     _loss_plot(runs, report.out / "schedules.png", "schedules")

@@ -24,8 +24,8 @@ from typing import Any, ClassVar, Union
 
 import numpy as np
 
-from . import kernels, specs
-from .optim import Optimizer, Params, _as_list, is_low_precision
+from .. import kernels, specs
+from ..optim import Optimizer, Params, as_array_list, is_low_precision
 
 __all__ = ["sgd_hd_step", "adam_hd_step", "SGDHD", "AdamHD"]
 
@@ -49,7 +49,7 @@ def _check(
 
 def _lists(**arrays: Arrays) -> dict[str, list[np.ndarray]]:
     """Each argument as a list, checked for matching count, shape and dtype against param."""
-    out = {name: _as_list(value, name) for name, value in arrays.items()}
+    out = {name: as_array_list(value, name) for name, value in arrays.items()}
     params = out["param"]
     for name, items in out.items():
         if len(items) != len(params):

@@ -38,8 +38,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from . import _lrfast, get_num_threads, kernels, simd_level, specs
-from .optim import state_like
+from .. import _lrfast, get_num_threads, kernels, simd_level, specs
+from ..optim import state_like
 
 Arrays = list[np.ndarray]
 

@@ -62,7 +62,7 @@ class SensitivityResult:
 
     def plot(self, path: Union[str, os.PathLike[str], None] = None, ax: Any = None) -> Any:
         """The U-shaped curve: final (and best) loss against rate, log axis."""
-        from .plot import figure_and_axes
+        from ..plot import figure_and_axes
 
         fig, ax = figure_and_axes(ax)
         finite = np.isfinite(self.final)

@@ -1,0 +1,20 @@
+"""Tools to configure the learning rate: the range test, sensitivity and search, loss-curve
+diagnosis, and the hypergradient optimizers whose rate learns itself."""
+
+from .finder import RangeTestResult, lr_range_test
+from .hypergradient import SGDHD, AdamHD, adam_hd_step, sgd_hd_step
+from .sensitivity import Diagnosis, SensitivityResult, diagnose, log_grid, sensitivity
+
+__all__ = [
+    "lr_range_test",
+    "RangeTestResult",
+    "sensitivity",
+    "SensitivityResult",
+    "log_grid",
+    "diagnose",
+    "Diagnosis",
+    "sgd_hd_step",
+    "adam_hd_step",
+    "SGDHD",
+    "AdamHD",
+]
