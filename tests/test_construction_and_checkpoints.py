@@ -63,3 +63,44 @@ def test_monitors_have_a_repr() -> None:
         "ReduceLROnPlateau(<SGD>, mode='min', factor=0.1, patience=3"
     )
     assert "patience=5" in repr(lrfast.EarlyStopping(patience=5))
+
+
+def test_a_step_over_several_dtypes_is_checked_whole_before_any_update() -> None:
+    p32, p64 = np.ones(8, np.float32), np.ones(8, np.float64)
+    opt = lrfast.Adam([p32, p64], lr=0.1)
+    with pytest.raises(ValueError, match=r"grads\[1\] and params\[1\] share memory"):
+        opt.step([np.ones(8, np.float32), p64])
+    assert (p32 == 1).all() and (p64 == 1).all() and opt.step_count == 0
+    misaligned = np.zeros(8 * 8 + 1, np.uint8)[1:].view(np.float64)
+    with pytest.raises(ValueError, match=r"grads\[1\] is not aligned"):
+        opt.step([np.ones(8, np.float32), misaligned])
+    assert (p32 == 1).all() and opt.step_count == 0
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, float("inf")])
+def test_max_grad_norm_over_several_dtypes(norm_type: float) -> None:
+    rng = np.random.default_rng(0)
+    g32, g64 = rng.standard_normal(50).astype(np.float32), rng.standard_normal(30)
+    p32, p64 = np.zeros(50, np.float32), np.zeros(30)
+    opt = lrfast.SGD([p32, p64], lr=1.0, max_grad_norm=0.5, grad_norm_type=norm_type)
+    opt.step([g32, g64])
+    both = np.concatenate([g32.astype(np.float64), g64])
+    expected = np.linalg.norm(both, ord=norm_type)
+    assert opt.last_grad_norm == pytest.approx(expected, rel=1e-12)
+    scale = 0.5 / (expected + 1e-6)
+    np.testing.assert_allclose(p64, -scale * g64, rtol=1e-12)
+    np.testing.assert_allclose(p32, -scale * g32, rtol=1e-6)
+
+
+def test_one_optimizer_refuses_a_second_concurrent_step() -> None:
+    p = np.ones(4)
+    opt = lrfast.Adam([p])
+    opt._stepping.acquire()  # as a step running in another thread holds it
+    try:
+        with pytest.raises(RuntimeError, match="running in another thread"):
+            opt.step([np.ones(4)])
+    finally:
+        opt._stepping.release()
+    assert (p == 1).all() and opt.step_count == 0
+    opt.step([np.ones(4)])
+    assert opt.step_count == 1

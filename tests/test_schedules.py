@@ -409,3 +409,14 @@ def test_evaluate_shapes_and_threads() -> None:
     assert sched.evaluate(picked).shape == (2, 2)
     assert sched.evaluate(picked)[1, 1] == sched(123_456)
     assert sched.evaluate([]).shape == (0,)
+
+
+def test_subclasses_keep_their_parents_kind() -> None:
+    class MyCosine(S.CosineAnnealingLR):
+        """A user's subclass: evaluated in Rust as its parent."""
+
+    mine, parent = MyCosine(0.1, T_max=100), S.CosineAnnealingLR(0.1, T_max=100)
+    assert MyCosine.kind == "CosineAnnealingLR"
+    assert [mine(t) for t in range(0, 120, 7)] == [parent(t) for t in range(0, 120, 7)]
+    again = S.from_dict(mine.to_dict())
+    assert type(again) is MyCosine and again(50) == parent(50)

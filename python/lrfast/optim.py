@@ -9,8 +9,10 @@ round-trip bit-exactly, so training resumed from a checkpoint matches training t
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
+import threading
 from collections.abc import Sequence
 from typing import Any, Callable, ClassVar, Optional, Protocol, Union
 
@@ -117,6 +119,27 @@ def _write_atomically(path: Union[str, os.PathLike[str]], write: Callable[[Any],
         raise
 
 
+def _check_disjoint(
+    read: list[tuple[str, np.ndarray]], written: list[tuple[str, np.ndarray]]
+) -> None:
+    """Refuses an array of ``read`` that shares memory with one of ``written``, naming both."""
+    ranges = sorted(
+        (*_byte_range(a), name, is_written)
+        for group, is_written in ((read, False), (written, True))
+        for name, a in group
+        if a.size
+    )
+    furthest_end, furthest_name, furthest_written = -1, "", False
+    for start, end, name, is_written in ranges:
+        if start < furthest_end and (is_written or furthest_written):
+            raise ValueError(
+                f"{furthest_name} and {name} share memory; a gradient must not be an array "
+                "the update writes"
+            )
+        if end > furthest_end:
+            furthest_end, furthest_name, furthest_written = end, name, is_written
+
+
 def _check_params(params: list[np.ndarray]) -> None:
     """Refuses, naming ``params[i]``, a parameter the kernels cannot update in place: of another
     dtype, non-contiguous, read-only, or sharing memory with another parameter (the same array
@@ -177,6 +200,7 @@ class Optimizer:
         if "betas" in self.defaults:
             self.defaults["betas"] = tuple(float(b) for b in self.defaults["betas"])
         self.step_count = 0
+        self._stepping = threading.Lock()
         self.state: list[dict[str, np.ndarray]] = [{} for _ in self.params]
         # The carried scalar (NAdam's mu_product) before the next update.
         self.carried = 1.0
@@ -300,11 +324,20 @@ class Optimizer:
                 raise ValueError(f"grads[{i}] has shape {g.shape} but params[{i}] has {p.shape}")
             if not g.flags.c_contiguous:
                 raise ValueError(f"grads[{i}] must be C-contiguous")
+            if not g.flags.aligned:
+                raise ValueError(f"grads[{i}] is not aligned to its dtype")
         for i, p in enumerate(self.params):
             if not p.flags.writeable:
                 raise ValueError(f"params[{i}] is read-only")
             if not p.flags.c_contiguous:
                 raise ValueError(f"params[{i}] must be C-contiguous")
+        # What the kernels would refuse midway, checked for every dtype group before any runs:
+        # a gradient sharing memory with an array the update writes.
+        written = [(f"params[{i}]", p) for i, p in enumerate(self.params)]
+        written += [
+            (f"state[{i}][{name!r}]", a) for i, s in enumerate(self.state) for name, a in s.items()
+        ]
+        _check_disjoint([(f"grads[{i}]", g) for i, g in enumerate(grads)], written)
         return grads
 
     def step(self, grads: Params) -> None:
@@ -317,10 +350,21 @@ class Optimizer:
         step (as ``torch.nn.utils.clip_grad_norm_`` then ``step()``). The norm before clipping is
         kept in ``last_grad_norm``.
         """
+        if not self._stepping.acquire(blocking=False):
+            raise RuntimeError(
+                f"{type(self).__name__}.step is running in another thread; one optimizer "
+                "updates its parameters from one thread at a time"
+            )
+        try:
+            self._step(grads)
+        finally:
+            self._stepping.release()
+
+    def _step(self, grads: Params) -> None:
         grads = self._check_grads(grads)
         grad_scale = 1.0
         if self.max_grad_norm is not None:
-            norm = grad_norm(grads, norm_type=self.grad_norm_type)
+            norm = self._global_norm(grads)
             self.last_grad_norm = norm
             coefficient = self.max_grad_norm / (norm + 1e-6)
             grad_scale = 1.0 if coefficient > 1.0 else coefficient  # NaN stays NaN, as in torch
@@ -353,6 +397,20 @@ class Optimizer:
             )
         self.step_count = step
         self._after_step(result)
+
+    def _global_norm(self, grads: list[np.ndarray]) -> float:
+        """The ``grad_norm_type``-norm of all gradients, whatever their dtypes: one norm per
+        dtype (as lrfast.grad_norm computes it), combined."""
+        norms = [
+            grad_norm([grads[i] for i in group], norm_type=self.grad_norm_type)
+            for group in self._dtype_groups
+        ]
+        if len(norms) == 1:
+            return norms[0]
+        if math.isinf(self.grad_norm_type):
+            return max(norms) if not any(math.isnan(n) for n in norms) else math.nan
+        p = self.grad_norm_type
+        return float(sum(n**p for n in norms) ** (1.0 / p))
 
     def _create_missing_state(self) -> None:
         """Creates, on first use, the state arrays the current hyperparameters need."""

@@ -61,19 +61,26 @@ class Schedule(_lrfast.Schedule):
     """Base class: a learning-rate schedule evaluated in Rust.
 
     Subclasses store their constructor arguments with :meth:`_setup`, which builds and validates
-    the Rust schedule of the same name.
+    the Rust schedule named by the class's ``kind``. Each schedule class of this module is its
+    own kind; a subclass defined elsewhere (``class MyCosine(CosineAnnealingLR)``) keeps its
+    parent's, so it evaluates as its parent does.
     """
 
     _registry: ClassVar[dict[str, type[Schedule]]] = {}
+    kind: ClassVar[str] = ""
     _params: dict[str, Any]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if cls.__module__ == __name__:
+            cls.kind = cls.__name__
         Schedule._registry[cls.__name__] = cls
 
     def _setup(self, **params: Any) -> None:
         self._params = params
-        self._build(type(self).__name__, params)
+        if not self.kind:
+            raise TypeError(f"{type(self).__name__} derives from no schedule kind")
+        self._build(self.kind, params)
 
     @property
     def params(self) -> dict[str, Any]:
