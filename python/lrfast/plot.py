@@ -1,7 +1,7 @@
 """Plots of schedules (and, from other modules, of learning-rate studies), with matplotlib.
 
-matplotlib is an optional dependency (``pip install 'lrfast[plot]'``). Figures are built with
-``matplotlib.figure.Figure`` rather than pyplot, so plotting works without a display and leaves
+matplotlib is an optional dependency (the ``plot`` extra: ``pip install ".[plot]"`` from a
+clone). Figures are built with ``matplotlib.figure.Figure`` rather than pyplot, so plotting works without a display and leaves
 pyplot's global state alone; show one in a notebook by returning it, save it with ``path=``.
 """
 
@@ -13,6 +13,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from .extras import install_hint
 from .schedules import Schedule
 
 __all__ = ["figure", "figure_and_axes", "schedules"]
@@ -26,7 +27,7 @@ def figure(width: float = 7.0, height: float = 4.0) -> Any:
         from matplotlib.figure import Figure
     except ImportError as err:
         raise ImportError(
-            "plotting needs matplotlib, which is optional: pip install 'lrfast[plot]'"
+            f"plotting needs matplotlib, which is optional: {install_hint('plot')}"
         ) from err
     return Figure(figsize=(width, height), layout="constrained")
 

@@ -463,7 +463,11 @@ class CosineDecayRestarts(Schedule):
 # -- composition ----------------------------------------------------------------------------
 class Warmup(Schedule):
     """Linear warmup in front of ``schedule``: ``r0 * (s + (1 - s) * t / steps)`` for
-    ``t < steps`` (``r0 = schedule(0)``, ``s = start_factor``), then ``schedule(t - steps)``."""
+    ``t < steps`` (``r0 = schedule(0)``, ``s = start_factor``), then ``schedule(t - steps)``.
+
+    The wrapped schedule is shifted, not cut: it starts its own step 0 after the warmup, so
+    ``Warmup(CosineAnnealingLR(0.1, T_max=10_000), steps=500)`` reaches the cosine's end at step
+    10,500. To end at the same total, give the inner schedule ``total - steps`` steps."""
 
     def __init__(self, schedule: Schedule, steps: int, start_factor: float = 0.0) -> None:
         self._setup(schedule=schedule, steps=steps, start_factor=start_factor)

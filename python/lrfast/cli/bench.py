@@ -39,6 +39,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .. import _lrfast, get_num_threads, kernels, simd_level, specs
+from ..extras import install_hint
 from ..optim import state_like
 
 Arrays = list[np.ndarray]
@@ -239,7 +240,7 @@ def _numpy_dtype(name: str) -> np.dtype[Any]:
         try:
             import ml_dtypes
         except ImportError as err:
-            raise SystemExit("bfloat16 needs ml_dtypes: pip install 'lrfast[bfloat16]'") from err
+            raise SystemExit(f"bfloat16 needs ml_dtypes: {install_hint('bfloat16')}") from err
         bfloat16: np.dtype[Any] = np.dtype(ml_dtypes.bfloat16)
         return bfloat16
     return np.dtype(name)
@@ -489,7 +490,7 @@ def plot(rows: Sequence[Row], path: Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as err:  # pragma: no cover - depends on the environment
-        raise SystemExit("plotting needs matplotlib: pip install 'lrfast[plot]'") from err
+        raise SystemExit(f"plotting needs matplotlib: {install_hint('plot')}") from err
     kernels = sorted({r.kernel for r in rows}, key=[s.name for s in SPECS].index)
     sizes = list(dict.fromkeys(r.size for r in rows))
     fig, ax = plt.subplots(figsize=(10, 4.5))
@@ -514,7 +515,9 @@ def plot(rows: Sequence[Row], path: Path) -> None:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="lrfast bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="lrfast bench", description=__doc__.splitlines()[0].replace("``", "")
+    )
     parser.add_argument("--kernels", default=",".join(s.name for s in SPECS))
     parser.add_argument(
         "--sizes",

@@ -28,6 +28,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from .. import optim, schedules
+from ..extras import install_hint
 from ..monitor import ReduceLROnPlateau
 from ..tuning import AdamHD, diagnose, log_grid, lr_range_test, sensitivity
 from .models import MLP
@@ -52,7 +53,7 @@ def load_digits_split(seed: int) -> Data:
         from sklearn.datasets import load_digits  # type: ignore[import-untyped]
     except ImportError as err:
         raise SystemExit(
-            "the demo needs scikit-learn and matplotlib: pip install 'lrfast[demo]'"
+            f"the demo needs scikit-learn and matplotlib: {install_hint('demo')}"
         ) from err
     x, y = load_digits(return_X_y=True)
     order = np.random.default_rng(seed).permutation(len(x))
@@ -310,7 +311,9 @@ def section_schedules(data: Data, epochs: int, seed: int, report: Report, peak: 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="lrfast demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="lrfast demo", description=__doc__.splitlines()[0].replace("``", "")
+    )
     parser.add_argument(
         "--sections", default=",".join(SECTIONS), help=f"comma-separated, of {','.join(SECTIONS)}"
     )
@@ -327,7 +330,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         import matplotlib  # noqa: F401
     except ImportError as err:
         raise SystemExit(
-            "the demo needs scikit-learn and matplotlib: pip install 'lrfast[demo]'"
+            f"the demo needs scikit-learn and matplotlib: {install_hint('demo')}"
         ) from err
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
