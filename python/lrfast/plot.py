@@ -1,8 +1,9 @@
 """Plots of schedules (and, from other modules, of learning-rate studies), with matplotlib.
 
 matplotlib is an optional dependency (the ``plot`` extra: ``pip install ".[plot]"`` from a
-clone). Figures are built with ``matplotlib.figure.Figure`` rather than pyplot, so plotting works without a display and leaves
-pyplot's global state alone; show one in a notebook by returning it, save it with ``path=``.
+clone). Figures are built with ``matplotlib.figure.Figure`` rather than pyplot, so plotting
+works without a display and leaves pyplot's global state alone; show one in a notebook by
+returning it, save it with ``path=``.
 """
 
 from __future__ import annotations
