@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -104,3 +105,54 @@ def test_one_optimizer_refuses_a_second_concurrent_step() -> None:
     assert (p == 1).all() and opt.step_count == 0
     opt.step([np.ones(4)])
     assert opt.step_count == 1
+
+
+def test_load_state_dict_checks_every_key_before_changing_anything() -> None:
+    p = np.ones(4, np.float32)
+    source = lrfast.NAdam([p.copy()], lr=0.01)
+    source.step([np.ones(4, np.float32)])
+    good = source.state_dict()
+    target = lrfast.NAdam([p], lr=0.5)
+    target.step([np.ones(4, np.float32)])
+    before = target.state_dict()
+
+    def with_(**changes: object) -> dict[str, object]:
+        return {**good, **changes}
+
+    bad_state = [
+        {"exp_avg": good["state"][0]["exp_avg"]},  # exp_avg_sq missing
+        {**good["state"][0], "bogus": np.zeros(4, np.float32)},
+        {**good["state"][0], "exp_avg": [0.0, 0.0, 0.0, 0.0]},
+    ]
+    cases: list[dict[str, object]] = [
+        *(with_(step=s) for s in ("x", None, -5, 2**64, 1.5, "7", True)),
+        *(with_(scalars={"lr_scale": v, "mu_product": 0.5}) for v in (math.nan, -1.0, 0.0)),
+        *(with_(scalars={"lr_scale": 1.0, "mu_product": v}) for v in (5.0, math.nan)),
+        with_(scalars={"lr_scale": 1.0, "extra": 1.0}),
+        with_(hyperparameters={**good["hyperparameters"], "lr": -1.0}),
+        with_(hyperparameters={**good["hyperparameters"], "nope": 1}),
+        *(with_(state=[s]) for s in bad_state),
+        with_(state=[None]),
+        with_(state=[[]]),
+        {k: v for k, v in good.items() if k != "step"},
+    ]
+    for case in cases:
+        with pytest.raises((TypeError, ValueError)):
+            target.load_state_dict(case)
+        after = target.state_dict()
+        assert after["step"] == before["step"] and after["scalars"] == before["scalars"]
+        assert after["hyperparameters"] == before["hyperparameters"]
+        for key, value in before["state"][0].items():
+            np.testing.assert_array_equal(after["state"][0][key], value)
+    target.load_state_dict(good)
+    assert target.state_dict()["hyperparameters"]["lr"] == 0.01
+
+
+def test_a_missing_master_copy_is_refused() -> None:
+    p16 = np.ones(4, np.float16)
+    opt = lrfast.Adam([p16], master_weights=True)
+    opt.step([np.ones(4, np.float16)])
+    sd = opt.state_dict()
+    del sd["state"][0]["master"]
+    with pytest.raises(ValueError, match="has no 'master'"):
+        lrfast.Adam([np.ones(4, np.float16)], master_weights=True).load_state_dict(sd)

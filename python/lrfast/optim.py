@@ -443,42 +443,100 @@ class Optimizer:
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restores a :meth:`state_dict`; state arrays are copied, shapes and dtypes checked."""
-        name = state_dict.get("optimizer")
+        """Restores a :meth:`state_dict`, atomically: every key is checked first (the optimizer
+        it is for, the step count, the scalars, every state array's name, shape and dtype, the
+        hyperparameters), and the optimizer changes only if all are valid. Arrays are copied."""
+        if not isinstance(state_dict, dict):
+            raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
+        for key in ("optimizer", "hyperparameters", "step", "state"):
+            if key not in state_dict:
+                raise ValueError(f"state_dict has no {key!r}")
+        name = state_dict["optimizer"]
         if name != type(self).__name__:
             raise ValueError(f"state_dict is for {name}, not {type(self).__name__}")
-        states = state_dict["state"]
-        if len(states) != len(self.params):
-            raise ValueError(
-                f"state_dict has state for {len(states)} parameters, optimizer has "
-                f"{len(self.params)}"
-            )
-        for i, (p, s) in enumerate(zip(self.params, states)):
-            for key, value in s.items():
-                if value.shape != p.shape or value.dtype != _state_dtype(p):
-                    raise ValueError(
-                        f"state {key!r} of parameter {i} has shape {value.shape} and dtype "
-                        f"{value.dtype}; it must have {p.shape} and {_state_dtype(p)} "
-                        f"(the parameter is {p.dtype})"
-                    )
-        hyperparameters = dict(state_dict["hyperparameters"])
+        step = state_dict["step"]
+        if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
+            raise TypeError(f"state_dict['step'] must be an integer, got {step!r}")
+        if not 0 <= int(step) < 2**63:
+            raise ValueError(f"state_dict['step'] must be in [0, 2**63), got {step}")
+        scalars = state_dict.get("scalars", {})
+        if not isinstance(scalars, dict):
+            raise TypeError(f"state_dict['scalars'] must be a dict, got {type(scalars).__name__}")
+        known_scalars = {"lr_scale", *self._scalar_state()}
+        for key, value in scalars.items():
+            if key not in known_scalars:
+                raise ValueError(f"state_dict['scalars'] has an unknown key {key!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
+                raise TypeError(f"state_dict['scalars'][{key!r}] must be a number, got {value!r}")
+            low_ok = value > 0 if key == "lr_scale" else value >= 0
+            high_ok = value <= 1 if self.spec.carried and key == self.spec.carried[0] else True
+            if not (math.isfinite(value) and low_ok and high_ok):
+                raise ValueError(f"state_dict['scalars'][{key!r}] is out of range: {value!r}")
+        hyperparameters = state_dict["hyperparameters"]
+        if not isinstance(hyperparameters, dict):
+            raise TypeError("state_dict['hyperparameters'] must be a dict")
+        unknown = set(hyperparameters) - set(self._default_values())
+        if unknown:
+            raise ValueError(f"state_dict['hyperparameters'] has unknown keys {sorted(unknown)}")
+        hyperparameters = dict(hyperparameters)
         if "betas" in hyperparameters:
             hyperparameters["betas"] = tuple(hyperparameters["betas"])
         previous = self.defaults
         self.defaults = {**self._default_values(), **hyperparameters}
         try:
             self._check_hyperparameters()
-        except Exception:
-            self.defaults = previous
-            raise
-        self.step_count = int(state_dict["step"])
-        scalars = dict(state_dict.get("scalars", {}))
+            needed = set(self._state_names())
+        finally:
+            new_defaults, self.defaults = self.defaults, previous
+        self._check_states(state_dict["state"], needed)
+        # Everything is valid: apply.
+        self.defaults = new_defaults
+        self.step_count = int(step)
+        scalars = dict(scalars)
         self.lr_scale = float(scalars.pop("lr_scale", 1.0))
         self._load_scalar_state(scalars)
         self.state = [
             {k: self._copy_state(k, p, v) for k, v in s.items()}
-            for p, s in zip(self.params, states)
+            for p, s in zip(self.params, state_dict["state"])
         ]
+
+    def _check_states(self, states: Any, needed: set[str]) -> None:
+        """Checks a state dict's ``state``: one dict per parameter, empty (not created yet) or
+        holding every array the hyperparameters need, no unknown name, each shaped like its
+        parameter in the state dtype."""
+        if not isinstance(states, (list, tuple)):
+            raise TypeError(f"state_dict['state'] must be a list, got {type(states).__name__}")
+        if len(states) != len(self.params):
+            raise ValueError(
+                f"state_dict has state for {len(states)} parameters, optimizer has "
+                f"{len(self.params)}"
+            )
+        known = {slot.name for slot in self.spec.slots} | needed | {"master"}
+        for i, (p, s) in enumerate(zip(self.params, states)):
+            where = f"state_dict['state'][{i}]"
+            if not isinstance(s, dict):
+                raise TypeError(f"{where} must be a dict, got {type(s).__name__}")
+            if not s:
+                continue
+            wanted = needed | ({"master"} if self._has_master(p) else set())
+            for key in sorted(wanted - set(s)):
+                raise ValueError(f"{where} has no {key!r} (parameter {i} needs it)")
+            for key, value in s.items():
+                if key not in known:
+                    raise ValueError(f"{where} has an unknown key {key!r}")
+                if key == "master" and not self._has_master(p):
+                    raise ValueError(
+                        f"{where}['master'] is only for 16-bit parameters with master_weights"
+                    )
+                if not isinstance(value, np.ndarray):
+                    raise TypeError(
+                        f"{where}[{key!r}] must be a numpy.ndarray, got {type(value).__name__}"
+                    )
+                if value.shape != p.shape or value.dtype != _state_dtype(p):
+                    raise ValueError(
+                        f"{where}[{key!r}] has shape {value.shape} and dtype {value.dtype}; it "
+                        f"must have {p.shape} and {_state_dtype(p)} (the parameter is {p.dtype})"
+                    )
 
     def _copy_state(self, name: str, param: np.ndarray, value: np.ndarray) -> np.ndarray:
         names = self._state_names()
