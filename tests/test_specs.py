@@ -134,3 +134,32 @@ def test_readme_examples_run() -> None:
     runner = doctest.DocTestRunner()
     runner.run(test)
     assert runner.failures == 0
+
+
+def test_stubtest_catches_a_renamed_argument(tmp_path: Path) -> None:
+    """The stub check in CI has no allowlist: renaming one argument in the stub fails it."""
+    import os
+    import subprocess
+    import sys
+
+    stub = Path(lrfast._lrfast.__file__).parent / "_lrfast.pyi"
+
+    def stubtest(text: str) -> subprocess.CompletedProcess[str]:
+        package = tmp_path / "lrfast"
+        package.mkdir(exist_ok=True)
+        (package / "__init__.pyi").write_text("")
+        (package / "_lrfast.pyi").write_text(text)
+        env = {**os.environ, "MYPYPATH": str(tmp_path)}
+        command = [sys.executable, "-m", "mypy.stubtest", "lrfast._lrfast"]
+        return subprocess.run(
+            command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300
+        )
+
+    original = stub.read_text()
+    assert stubtest(original).returncode == 0
+    renamed = original.replace(
+        "norm_type: float = 2.0) -> float:", "norm_kind: float = 2.0) -> float:"
+    )
+    assert renamed != original
+    result = stubtest(renamed)
+    assert result.returncode != 0 and "norm_type" in result.stdout
