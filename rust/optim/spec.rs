@@ -191,16 +191,15 @@ impl Spec {
         values: &[Value],
         grad_scale: f64,
     ) -> Result<Hyperparameters, Error> {
-        let kernel: Vec<&Hyperparameter> = self.kernel_hyperparameters().collect();
-        if values.len() != kernel.len() {
+        let expected = self.kernel_hyperparameters().count();
+        if values.len() != expected || expected > MAX_HYPERPARAMETERS {
             return Err(Error::Invalid(format!(
-                "{} takes {} hyperparameters, got {}",
+                "{} takes {expected} hyperparameters, got {}",
                 self.name,
-                kernel.len(),
                 values.len()
             )));
         }
-        for (h, value) in kernel.iter().zip(values) {
+        for (h, value) in self.kernel_hyperparameters().zip(values) {
             check_value(h, *value)?;
         }
         check_grad_scale(grad_scale)?;

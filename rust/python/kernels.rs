@@ -6,13 +6,13 @@ use half::{bf16, f16};
 use numpy::{dtype, PyArrayDescrMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyFloat, PyList, PyString, PyTuple};
 
 use super::args::{check_layout, check_like, dtype_of, gather, parse_step, DType};
 use super::claims::claim_tensors;
 use super::schedule::LearningRate;
 use super::slices::{mixed_lanes, plain_lanes};
-use crate::optim::spec::{Need, Range, Use, Value};
+use crate::optim::spec::{Need, Range, Use, Value, MAX_HYPERPARAMETERS};
 use crate::optim::{
     Adadelta, Adagrad, Adam, AdamW, Adamax, Defined, MemoryFloor, NAdam, RAdam, RMSprop, Sgd, Spec,
     ALL,
@@ -86,17 +86,21 @@ impl Call<'_, '_> {
         let update = parse_step(self.step)?;
         let spec = O::SPEC;
         let lr: LearningRate = self.lr.extract()?;
-        let mut values = vec![Value::Real(lr.at(self.step)?)];
-        let rest: Vec<_> = spec.kernel_hyperparameters().skip(1).collect();
-        if self.hyperparameters.len() != rest.len() {
+        let mut values = Vec::with_capacity(MAX_HYPERPARAMETERS);
+        values.push(Value::Real(lr.at(self.step)?));
+        let expected = spec.kernel_hyperparameters().count() - 1;
+        if self.hyperparameters.len() != expected {
             return Err(PyTypeError::new_err(format!(
-                "{} takes {} hyperparameters after lr, got {}",
+                "{} takes {expected} hyperparameters after lr, got {}",
                 spec.name,
-                rest.len(),
                 self.hyperparameters.len()
             )));
         }
-        for (h, object) in rest.into_iter().zip(self.hyperparameters.iter()) {
+        for (h, object) in spec
+            .kernel_hyperparameters()
+            .skip(1)
+            .zip(self.hyperparameters.iter())
+        {
             values.push(value(h.name, h.default, &object)?);
         }
         let grad_scale = real("grad_scale", self.grad_scale)?;
@@ -134,12 +138,19 @@ impl Call<'_, '_> {
 
 /// A real number argument; `bool` and strings are refused, naming the argument.
 fn real(name: &str, object: &Bound<'_, PyAny>) -> PyResult<f64> {
-    if object.is_instance_of::<PyBool>() || object.is_instance_of::<PyString>() {
-        return Err(kind_error(name, "a real number", object));
+    real_value(object).ok_or_else(|| kind_error(name, "a real number", object))
+}
+
+/// `object` as a real number, or `None` for anything else (`bool` and strings included).
+fn real_value(object: &Bound<'_, PyAny>) -> Option<f64> {
+    if object.is_instance_of::<PyFloat>() {
+        // The common case, without the generic conversion.
+        return object.extract::<f64>().ok();
     }
-    object
-        .extract::<f64>()
-        .map_err(|_| kind_error(name, "a real number", object))
+    if object.is_instance_of::<PyBool>() || object.is_instance_of::<PyString>() {
+        return None;
+    }
+    object.extract::<f64>().ok()
 }
 
 /// `object` as a value of the kind `default` has.
@@ -152,15 +163,25 @@ fn value(name: &str, default: Value, object: &Bound<'_, PyAny>) -> PyResult<Valu
             .map_err(|_| kind_error(name, "True or False", object)),
         Value::Pair(..) => {
             let pair = || kind_error(name, "a sequence of two real numbers", object);
-            if object.is_instance_of::<PyString>() || object.len().ok() != Some(2) {
-                return Err(pair());
-            }
-            let first = object.get_item(0).map_err(|_| pair())?;
-            let second = object.get_item(1).map_err(|_| pair())?;
-            Ok(Value::Pair(
-                real(&format!("{name}[0]"), &first)?,
-                real(&format!("{name}[1]"), &second)?,
-            ))
+            let (first, second) = if let Ok(tuple) = object.cast::<PyTuple>() {
+                if tuple.len() != 2 {
+                    return Err(pair());
+                }
+                (tuple.get_item(0)?, tuple.get_item(1)?)
+            } else {
+                if object.is_instance_of::<PyString>() || object.len().ok() != Some(2) {
+                    return Err(pair());
+                }
+                (
+                    object.get_item(0).map_err(|_| pair())?,
+                    object.get_item(1).map_err(|_| pair())?,
+                )
+            };
+            let entry = |i: usize, item: &Bound<'_, PyAny>| {
+                real_value(item)
+                    .ok_or_else(|| kind_error(&format!("{name}[{i}]"), "a real number", item))
+            };
+            Ok(Value::Pair(entry(0, &first)?, entry(1, &second)?))
         }
     }
 }
