@@ -156,3 +156,13 @@ def test_a_missing_master_copy_is_refused() -> None:
     del sd["state"][0]["master"]
     with pytest.raises(ValueError, match="has no 'master'"):
         lrfast.Adam([np.ones(4, np.float16)], master_weights=True).load_state_dict(sd)
+
+
+def test_a_checkpoint_has_the_mode_of_a_plain_file(tmp_path: Path) -> None:
+    import os
+
+    plain = tmp_path / "plain"
+    plain.write_bytes(b"")
+    opt = lrfast.SGD([np.ones(3)], lr=0.1)
+    opt.save(tmp_path / "ckpt")
+    assert os.stat(tmp_path / "ckpt").st_mode == os.stat(plain).st_mode
