@@ -1,4 +1,5 @@
-"""Type stubs for lrfast's compiled extension. Every ``*_step`` updates its arrays in place.
+"""Type stubs for lrfast's compiled extension. ``step`` (behind every ``lrfast.*_step``)
+updates its arrays in place.
 
 Every kernel also takes ``grad_scale`` (default 1): a factor fused into the update,
 ``g ← grad_scale·g`` before anything else, which clips gradients to a global norm without

@@ -123,25 +123,36 @@ def _write_atomically(path: Union[str, os.PathLike[str]], write: Callable[[Any],
         raise
 
 
+def _shared_memory(
+    arrays: list[tuple[str, np.ndarray, bool]],
+) -> Optional[tuple[str, str]]:
+    """The names of two arrays of ``(name, array, written)`` whose bytes overlap where at least
+    one of them is written, or None. Sorted by start, an overlap is a range that starts before
+    the furthest end so far: O(n log n) for calls with thousands of arrays."""
+    ranges = sorted(
+        (*_byte_range(a), order, name, written)
+        for order, (name, a, written) in enumerate(arrays)
+        if a.size
+    )
+    furthest_end, furthest_name, furthest_written = -1, "", False
+    for start, end, _, name, written in ranges:
+        if start < furthest_end and (written or furthest_written):
+            return furthest_name, name
+        if end > furthest_end:
+            furthest_end, furthest_name, furthest_written = end, name, written
+    return None
+
+
 def _check_disjoint(
     read: list[tuple[str, np.ndarray]], written: list[tuple[str, np.ndarray]]
 ) -> None:
     """Refuses an array of ``read`` that shares memory with one of ``written``, naming both."""
-    ranges = sorted(
-        (*_byte_range(a), name, is_written)
-        for group, is_written in ((read, False), (written, True))
-        for name, a in group
-        if a.size
-    )
-    furthest_end, furthest_name, furthest_written = -1, "", False
-    for start, end, name, is_written in ranges:
-        if start < furthest_end and (is_written or furthest_written):
-            raise ValueError(
-                f"{furthest_name} and {name} share memory; a gradient must not be an array "
-                "the update writes"
-            )
-        if end > furthest_end:
-            furthest_end, furthest_name, furthest_written = end, name, is_written
+    pair = _shared_memory([(n, a, False) for n, a in read] + [(n, a, True) for n, a in written])
+    if pair is not None:
+        raise ValueError(
+            f"{pair[0]} and {pair[1]} share memory; a gradient must not be an array the update "
+            "writes"
+        )
 
 
 def _check_params(params: list[np.ndarray]) -> None:
@@ -157,18 +168,11 @@ def _check_params(params: list[np.ndarray]) -> None:
             raise ValueError(f"params[{i}] must be C-contiguous (the update writes it in place)")
         if not p.flags.writeable:
             raise ValueError(f"params[{i}] is read-only; the update writes it in place")
-    # Sorted by start, an overlap is a range that starts before the furthest end so far.
-    ranges = sorted((*_byte_range(p), i) for i, p in enumerate(params) if p.size)
-    furthest_end, furthest = -1, -1
-    for start, end, i in ranges:
-        if start < furthest_end:
-            first, second = sorted((furthest, i))
-            raise ValueError(
-                f"params[{first}] and params[{second}] share memory; each parameter must be "
-                "its own array"
-            )
-        if end > furthest_end:
-            furthest_end, furthest = end, i
+    pair = _shared_memory([(f"params[{i}]", p, True) for i, p in enumerate(params)])
+    if pair is not None:
+        raise ValueError(
+            f"{pair[0]} and {pair[1]} share memory; each parameter must be its own array"
+        )
 
 
 class Optimizer:
