@@ -119,6 +119,11 @@ def test_load_state_dict_checks_every_key_before_changing_anything() -> None:
     def with_(**changes: object) -> dict[str, object]:
         return {**good, **changes}
 
+    def with_group(**changes: object) -> dict[str, object]:
+        return {**good, "param_groups": [{**good["param_groups"][0], **changes}]}
+
+    group = good["param_groups"][0]
+
     bad_state = [
         {"exp_avg": good["state"][0]["exp_avg"]},  # exp_avg_sq missing
         {**good["state"][0], "bogus": np.zeros(4, np.float32)},
@@ -126,11 +131,18 @@ def test_load_state_dict_checks_every_key_before_changing_anything() -> None:
     ]
     cases: list[dict[str, object]] = [
         *(with_(step=s) for s in ("x", None, -5, 2**64, 1.5, "7", True)),
-        *(with_(scalars={"lr_scale": v, "mu_product": 0.5}) for v in (math.nan, -1.0, 0.0)),
-        *(with_(scalars={"lr_scale": 1.0, "mu_product": v}) for v in (5.0, math.nan)),
+        *(with_(scalars={"lr_scale": v}) for v in (math.nan, -1.0, 0.0)),
+        *(with_group(mu_product=v) for v in (5.0, math.nan, "0.5")),
+        *(with_group(step=s) for s in ("x", None, -5, 2**64, 1.5, True)),
         with_(scalars={"lr_scale": 1.0, "extra": 1.0}),
-        with_(hyperparameters={**good["hyperparameters"], "lr": -1.0}),
-        with_(hyperparameters={**good["hyperparameters"], "nope": 1}),
+        with_group(lr=-1.0),
+        with_group(nope=1),
+        with_group(params=[0, 1]),
+        {**good, "param_groups": [{k: v for k, v in group.items() if k != "eps"}]},
+        {**good, "param_groups": [group, group]},
+        {**good, "param_groups": group},
+        {k: v for k, v in good.items() if k != "param_groups"},
+        {**good, "extra": 1},
         *(with_(state=[s]) for s in bad_state),
         with_(state=[None]),
         with_(state=[[]]),
@@ -141,11 +153,11 @@ def test_load_state_dict_checks_every_key_before_changing_anything() -> None:
             target.load_state_dict(case)
         after = target.state_dict()
         assert after["step"] == before["step"] and after["scalars"] == before["scalars"]
-        assert after["hyperparameters"] == before["hyperparameters"]
+        assert after["param_groups"] == before["param_groups"]
         for key, value in before["state"][0].items():
             np.testing.assert_array_equal(after["state"][0][key], value)
     target.load_state_dict(good)
-    assert target.state_dict()["hyperparameters"]["lr"] == 0.01
+    assert target.state_dict()["param_groups"][0]["lr"] == 0.01
 
 
 def test_a_missing_master_copy_is_refused() -> None:

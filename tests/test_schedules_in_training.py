@@ -114,9 +114,9 @@ def test_cycle_momentum(cls: type[lrfast.Optimizer], name: str) -> None:
         momentum = schedule.momentum(t)
         assert momentum is not None
         if name == "betas":
-            ref.defaults["betas"] = (momentum, 0.999)
+            ref.param_groups[0]["betas"] = (momentum, 0.999)
         else:
-            ref.defaults["momentum"] = momentum
+            ref.param_groups[0]["momentum"] = momentum
         opt.step(grads_for(t, cycled))
         ref.step(grads_for(t, manual))
         for a, b in zip(cycled, manual):

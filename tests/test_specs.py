@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 import inspect
+import re
 from pathlib import Path
 
 import numpy as np
@@ -163,3 +164,22 @@ def test_stubtest_catches_a_renamed_argument(tmp_path: Path) -> None:
     assert renamed != original
     result = stubtest(renamed)
     assert result.returncode != 0 and "norm_type" in result.stdout
+
+
+def _readme_python_blocks() -> list[tuple[int, str]]:
+    """Every ```python block of the README that is not a doctest, with its line number."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = []
+    for match in re.finditer(r"^```python\n(.*?)^```", readme, re.S | re.M):
+        code = match.group(1)
+        if not code.lstrip().startswith(">>>"):
+            blocks.append((readme[: match.start()].count("\n") + 1, code))
+    return blocks
+
+
+@pytest.mark.parametrize("line, code", _readme_python_blocks(), ids=lambda v: str(v)[:12])
+def test_every_readme_code_block_runs(
+    line: int, code: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # blocks may write checkpoints or reports
+    exec(compile(code, f"README.md:{line}", "exec"), {"__name__": "readme"})

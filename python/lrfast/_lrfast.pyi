@@ -39,6 +39,8 @@ __all__ = [
     "__version__",
     "step",
     "optimizer_specs",
+    "check_hyperparameter",
+    "first_overlap",
     "simd_level",
     "set_num_threads",
     "get_num_threads",
@@ -70,6 +72,16 @@ def step(
 
 def optimizer_specs() -> list[dict[str, Any]]:
     """Every optimizer's spec (names, hyperparameters, slots, rule) as plain Python data."""
+
+def check_hyperparameter(optimizer: str, name: str, value: Any) -> None:
+    """Checks ``value`` for hyperparameter ``name`` of ``optimizer`` by its spec (the kernels'
+    check and message), for the values only the optimizer classes read."""
+
+def first_overlap(
+    arrays: Sequence[npt.NDArray[Any]], written: Sequence[bool]
+) -> Optional[tuple[int, int]]:
+    """The indices of two C-contiguous ``arrays`` whose bytes overlap where at least one is
+    ``written``, or None (the optimizer classes check a whole step with this)."""
 
 def simd_level() -> str:
     """The instruction set the kernels run with: "avx512", "avx2", "sse2", "neon" or "scalar"."""

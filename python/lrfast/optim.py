@@ -18,7 +18,7 @@ from typing import Any, Callable, ClassVar, Optional, Protocol, Union
 
 import numpy as np
 
-from . import kernels, specs
+from . import _lrfast, kernels, specs
 from ._lrfast import grad_norm
 from .schedules import Constant, Product, Schedule, from_dict
 from .specs import OptimizerSpec
@@ -39,6 +39,8 @@ __all__ = [
 ]
 
 Params = Union[np.ndarray, Sequence[np.ndarray]]
+# An array, a list of arrays, or a list of parameter groups: {"params": ..., hyperparameters}.
+ParamsOrGroups = Union[np.ndarray, Sequence[np.ndarray], Sequence[dict[str, Any]]]
 LearningRate = Union[float, Schedule]
 
 
@@ -95,11 +97,6 @@ def state_like(
     return out
 
 
-def _byte_range(array: np.ndarray) -> tuple[int, int]:
-    start = int(array.__array_interface__["data"][0])
-    return start, start + array.nbytes
-
-
 def _write_atomically(path: Union[str, os.PathLike[str]], write: Callable[[Any], None]) -> None:
     """Writes a file through ``write(file)`` into a temporary file in ``path``'s folder, then
     renames it to ``path``: readers see the old file or the new one, never a partial one."""
@@ -127,20 +124,9 @@ def _shared_memory(
     arrays: list[tuple[str, np.ndarray, bool]],
 ) -> Optional[tuple[str, str]]:
     """The names of two arrays of ``(name, array, written)`` whose bytes overlap where at least
-    one of them is written, or None. Sorted by start, an overlap is a range that starts before
-    the furthest end so far: O(n log n) for calls with thousands of arrays."""
-    ranges = sorted(
-        (*_byte_range(a), order, name, written)
-        for order, (name, a, written) in enumerate(arrays)
-        if a.size
-    )
-    furthest_end, furthest_name, furthest_written = -1, "", False
-    for start, end, _, name, written in ranges:
-        if start < furthest_end and (written or furthest_written):
-            return furthest_name, name
-        if end > furthest_end:
-            furthest_end, furthest_name, furthest_written = end, name, written
-    return None
+    one of them is written, or None (the kernels' own sweep, O(n log n))."""
+    pair = _lrfast.first_overlap([a for _, a, _ in arrays], [w for _, _, w in arrays])
+    return None if pair is None else (arrays[pair[0]][0], arrays[pair[1]][0])
 
 
 def _check_disjoint(
@@ -155,35 +141,64 @@ def _check_disjoint(
         )
 
 
-def _check_params(params: list[np.ndarray]) -> None:
-    """Refuses, naming ``params[i]``, a parameter the kernels cannot update in place: of another
-    dtype, non-contiguous, read-only, or sharing memory with another parameter (the same array
-    twice, or two views of one buffer)."""
-    for i, p in enumerate(params):
+def _check_params(named: list[tuple[str, np.ndarray]]) -> None:
+    """Refuses, by the name given with it, a parameter the kernels cannot update in place: of
+    another dtype, non-contiguous, read-only, or sharing memory with another parameter (the same
+    array twice, or two views of one buffer)."""
+    for name, p in named:
         if p.dtype not in (np.float32, np.float64) and not is_low_precision(p.dtype):
             raise TypeError(
-                f"params[{i}] must have dtype float32, float64, float16 or bfloat16, got {p.dtype}"
+                f"{name} must have dtype float32, float64, float16 or bfloat16, got {p.dtype}"
             )
         if not p.flags.c_contiguous:
-            raise ValueError(f"params[{i}] must be C-contiguous (the update writes it in place)")
+            raise ValueError(f"{name} must be C-contiguous (the update writes it in place)")
         if not p.flags.writeable:
-            raise ValueError(f"params[{i}] is read-only; the update writes it in place")
-    pair = _shared_memory([(f"params[{i}]", p, True) for i, p in enumerate(params)])
+            raise ValueError(f"{name} is read-only; the update writes it in place")
+    pair = _shared_memory([(name, p, True) for name, p in named])
     if pair is not None:
         raise ValueError(
-            f"{pair[0]} and {pair[1]} share memory; each parameter must be its own array"
+            f"{pair[0]} and {pair[1]} share memory; each parameter must be its own array, in "
+            "one group"
         )
 
 
-class Optimizer:
-    """Base class: a kernel, its hyperparameters, the parameters and their state.
+def _group_sizes_text(sizes: list[int]) -> str:
+    return "[" + ", ".join(str(n) for n in sizes) + "]"
 
-    Parameters may be float32, float64, float16 or bfloat16 (``ml_dtypes``); those of one dtype
-    are updated by one kernel call. float16 and bfloat16 parameters keep float32 state (mixed
-    precision, as DeepSpeed's CPU Adam); with ``master_weights=True`` they also keep a float32
-    master copy (``state[i]["master"]``) that the updates accumulate into, the parameter being
-    its rounding. Without it, an update smaller than half the parameter's spacing is lost (a
-    float16 1.0 ignores any step below 4.9e-4).
+
+class _GroupCounters:
+    """What a param group carries from step to step besides its arrays: its own step count
+    (a group added by :meth:`Optimizer.add_param_group` starts at 0, as in torch) and the
+    carried scalar (NAdam's ``mu_product``)."""
+
+    __slots__ = ("carried", "step")
+
+    def __init__(self, step: int = 0, carried: float = 1.0) -> None:
+        self.step = step
+        self.carried = carried
+
+
+class Optimizer:
+    """Base class: a kernel, its parameter groups (parameters and hyperparameters), their state.
+
+    ``params`` is an array, a list of arrays, or a list of parameter groups as in ``torch.optim``:
+    dicts with ``"params"`` (an array or a list) and any hyperparameters that group overrides,
+    the constructor's values (:attr:`defaults`) filling in the rest::
+
+        lrfast.SGD([{"params": weights, "weight_decay": 1e-4}, {"params": biases}],
+                   lr=0.1, momentum=0.9)
+
+    Each group may have its own ``lr`` (a float or a schedule). ``param_groups`` holds the
+    groups (change their hyperparameters there, as torch's schedulers do; the next step checks
+    them); ``params`` and ``state`` are the parameters of every group in order and their state,
+    and ``step(grads)`` takes one gradient per entry of ``params``.
+
+    Parameters may be float32, float64, float16 or bfloat16 (``ml_dtypes``); those of one group
+    and dtype are updated by one kernel call. float16 and bfloat16 parameters keep float32 state
+    (mixed precision, as DeepSpeed's CPU Adam); with ``master_weights=True`` they also keep a
+    float32 master copy (``state[i]["master"]``) that the updates accumulate into, the parameter
+    being its rounding. Without it, an update smaller than half the parameter's spacing is lost
+    (a float16 1.0 ignores any step below 4.9e-4).
 
     Each optimizer class is this class with a ``spec`` (its definition, see
     :func:`lrfast.optimizers`) and a constructor generated from it.
@@ -193,86 +208,168 @@ class Optimizer:
 
     def __init__(
         self,
-        params: Params,
-        hyperparameters: dict[str, Any],
+        params: ParamsOrGroups,
+        defaults: dict[str, Any],
         *,
         max_grad_norm: Optional[float] = None,
         grad_norm_type: float = 2.0,
         cycle_momentum: bool = False,
         master_weights: bool = False,
     ) -> None:
-        self.params = as_array_list(params, "params")
-        _check_params(self.params)
-        self.master_weights = bool(master_weights)
-        self.defaults = {**self._default_values(), **hyperparameters}
-        if "betas" in self.defaults:
-            self.defaults["betas"] = tuple(float(b) for b in self.defaults["betas"])
-        self.step_count = 0
-        self._stepping = threading.Lock()
-        self.state: list[dict[str, np.ndarray]] = [{} for _ in self.params]
-        # The carried scalar (NAdam's mu_product) before the next update.
-        self.carried = 1.0
         if max_grad_norm is not None and not (np.isfinite(max_grad_norm) and max_grad_norm >= 0):
             raise ValueError(f"max_grad_norm must be finite and >= 0, got {max_grad_norm}")
+        self.defaults: dict[str, Any] = _normalized({**self._default_values(), **defaults})
+        """The constructor's hyperparameters: what a group that does not set a value gets."""
+        self.master_weights = bool(master_weights)
         self.max_grad_norm = max_grad_norm
         self.grad_norm_type = grad_norm_type
+        self.cycle_momentum = bool(cycle_momentum)
         self.last_grad_norm: Optional[float] = None
         self.lr_scale = 1.0
-        self._scaled: Optional[tuple[float, Schedule, Schedule]] = None
-        self.cycle_momentum = cycle_momentum
-        self._check_hyperparameters()
-        self._check_cycle_momentum()
+        self.step_count = 0
+        """How many steps this optimizer has taken."""
+        self.param_groups: list[dict[str, Any]] = []
+        self.state: list[dict[str, np.ndarray]] = []
+        self._counters: list[_GroupCounters] = []
+        # Per group: the hyperparameter values last checked, so a step re-checks only a group
+        # whose values changed (a scheduler writing param_groups[i]["lr"]).
+        self._checked: list[tuple[Any, ...]] = []
+        self._scaled: dict[int, tuple[float, Schedule, Schedule]] = {}
+        self._stepping = threading.Lock()
+        for group in self._new_groups(params):
+            self._append_group(group)
+
+    # -- parameter groups --------------------------------------------------------------------
+    def _new_groups(self, params: ParamsOrGroups) -> list[dict[str, Any]]:
+        """``params`` as complete, checked groups, every parameter named as the caller wrote it
+        (``params[i]`` or ``params[g]['params'][i]``)."""
+        if isinstance(params, np.ndarray):
+            entries: list[Any] = [params]
+        elif isinstance(params, (dict, str, bytes)):
+            raise TypeError(
+                "params must be an array, a list of arrays or a list of parameter groups (dicts), "
+                f"got {type(params).__name__}"
+            )
+        else:
+            entries = list(params)
+        if entries and all(isinstance(e, dict) for e in entries):
+            groups = [self._complete_group(e, f"params[{g}]") for g, e in enumerate(entries)]
+            named = [
+                (f"params[{g}]['params'][{i}]", p)
+                for g, group in enumerate(groups)
+                for i, p in enumerate(group["params"])
+            ]
+        elif any(isinstance(e, dict) for e in entries):
+            raise TypeError("params must be all arrays or all parameter groups (dicts), not both")
+        else:
+            arrays = as_array_list(entries, "params")
+            groups = [self._complete_group({"params": arrays}, "params")]
+            named = [(f"params[{i}]", p) for i, p in enumerate(arrays)]
+        _check_params(named)
+        return groups
+
+    def _complete_group(self, given: dict[str, Any], where: str) -> dict[str, Any]:
+        """A group from ``given`` (``"params"`` and the hyperparameters it overrides) with
+        :attr:`defaults` filling in the rest, checked; ``where`` names it in errors."""
+        if "params" not in given:
+            raise ValueError(f"{where} has no 'params'")
+        unknown = sorted(set(given) - {"params"} - set(self._default_values()))
+        if unknown:
+            raise ValueError(
+                f"{where} has unknown keys {unknown}; a group takes 'params' and "
+                f"{sorted(self._default_values())}"
+            )
+        arrays = given["params"]
+        if isinstance(arrays, dict):
+            raise TypeError(f"{where}['params'] must be an array or a list of arrays")
+        group = _normalized({**self.defaults, **given})
+        group["params"] = as_array_list(arrays, f"{where}['params']")
+        try:
+            self._check_group(group)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{where}: {e}") from None
+        return group
+
+    def _append_group(self, group: dict[str, Any]) -> None:
+        self.param_groups.append(group)
+        self.state += [{} for _ in group["params"]]
+        self._counters.append(_GroupCounters())
+        self._checked.append(self._checked_values(group))
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Adds a group of parameters, as ``torch.optim.Optimizer.add_param_group``: a dict with
+        ``"params"`` and the hyperparameters it overrides (:attr:`defaults` fill in the rest).
+        Its parameters must not be in another group; its step count starts at 0 (its first
+        update is step 1, with step 1's bias correction)."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        group = self._complete_group(param_group, "param_group")
+        named = [
+            (f"param_groups[{g}]['params'][{i}]", p)
+            for g, existing in enumerate(self.param_groups)
+            for i, p in enumerate(existing["params"])
+        ]
+        named += [(f"param_group['params'][{i}]", p) for i, p in enumerate(group["params"])]
+        _check_params(named)
+        self._append_group(group)
 
     @property
+    def params(self) -> list[np.ndarray]:
+        """The parameters of every group, in order: ``step(grads)`` takes a gradient for each,
+        and ``state[i]`` is the state of ``params[i]``."""
+        return [p for group in self.param_groups for p in group["params"]]
+
+    def _group_slices(self) -> list[range]:
+        """For each group, the indices of its parameters in :attr:`params`."""
+        slices, start = [], 0
+        for group in self.param_groups:
+            slices.append(range(start, start + len(group["params"])))
+            start += len(group["params"])
+        return slices
+
+    # -- the learning rate -------------------------------------------------------------------
+    @property
     def lr(self) -> float:
-        """The learning rate the next update uses: the schedule's rate at this step (if ``lr`` is
-        a schedule), times ``lr_scale`` (which :class:`lrfast.ReduceLROnPlateau` adjusts)."""
-        lr = self.defaults["lr"]
-        rate = lr(self.step_count) if isinstance(lr, Schedule) else float(lr)
+        """The learning rate the next update of the first group uses: the schedule's rate at
+        its step (if ``lr`` is a schedule), times ``lr_scale`` (which
+        :class:`lrfast.ReduceLROnPlateau` adjusts). Setting it sets every group's ``lr`` (a
+        float or a schedule) and resets ``lr_scale`` to 1."""
+        lr = self.param_groups[0]["lr"]
+        rate = lr(self._counters[0].step) if isinstance(lr, Schedule) else float(lr)
         return self.lr_scale * rate
 
     @lr.setter
     def lr(self, value: LearningRate) -> None:
-        """Sets the rate (a float or a schedule) and resets ``lr_scale`` to 1."""
-        previous = self.defaults["lr"]
-        self.defaults["lr"] = value
-        try:
-            self._check_hyperparameters()
-            self._check_cycle_momentum()
-        except Exception:
-            self.defaults["lr"] = previous
-            raise
+        for g, group in enumerate(self.param_groups):
+            trial = {**group, "lr": value}
+            try:
+                self._check_group(trial)
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"param_groups[{g}]: {e}") from None
+        for g, group in enumerate(self.param_groups):
+            group["lr"] = value
+            self._checked[g] = self._checked_values(group)
         self.lr_scale = 1.0
 
     @property
     def schedule(self) -> Optional[Schedule]:
-        """The learning-rate schedule, or None for a fixed rate."""
-        lr = self.defaults["lr"]
+        """The first group's learning-rate schedule, or None for a fixed rate."""
+        lr = self.param_groups[0]["lr"]
         return lr if isinstance(lr, Schedule) else None
 
-    def _kernel_lr(self) -> LearningRate:
-        """``lr`` as the kernels take it: the schedule itself (evaluated inside the kernel call),
-        scaled in Rust when ``lr_scale`` is not 1."""
-        lr = self.defaults["lr"]
+    def _kernel_lr(self, g: int) -> LearningRate:
+        """Group ``g``'s ``lr`` as the kernels take it: the schedule itself (evaluated inside the
+        kernel call), scaled in Rust when ``lr_scale`` is not 1."""
+        lr = self.param_groups[g]["lr"]
         if self.lr_scale == 1.0:
             return lr  # type: ignore[no-any-return]
         if not isinstance(lr, Schedule):
             return self.lr_scale * float(lr)
-        if self._scaled is None or self._scaled[:2] != (self.lr_scale, lr):
-            self._scaled = (self.lr_scale, lr, Product([Constant(self.lr_scale), lr]))
-        return self._scaled[2]
-
-    def _check_cycle_momentum(self) -> None:
-        if not self.cycle_momentum:
-            return
-        name = self.spec.momentum
-        if name is None:
-            raise ValueError(f"{type(self).__name__} has no momentum to cycle")
-        lr = self.defaults["lr"]
-        if not isinstance(lr, Schedule) or lr.momentum(0) is None:
-            raise ValueError("cycle_momentum needs lr to be a CyclicLR or OneCycleLR schedule")
-        if name == "momentum" and self.defaults["momentum"] == 0:
-            raise ValueError("cycle_momentum needs momentum > 0 (it sets the momentum buffer up)")
+        cached = self._scaled.get(g)
+        if cached is None or cached[:2] != (self.lr_scale, lr):
+            cached = (self.lr_scale, lr, Product([Constant(self.lr_scale), lr]))
+            self._scaled[g] = cached
+        return cached[2]
 
     # -- what the spec describes -------------------------------------------------------------
     def _default_values(self) -> dict[str, Any]:
@@ -283,49 +380,86 @@ class Optimizer:
         kernel: Callable[..., Any] = getattr(kernels, self.spec.function_name)
         return kernel
 
-    def _state_names(self) -> tuple[str, ...]:
-        """The state arrays the kernel needs under the current hyperparameters."""
-        return self.spec.needed_slots(self.defaults)
+    def _state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        """The state arrays the kernel needs under ``group``'s hyperparameters."""
+        return self.spec.needed_slots(group)
 
-    def _initial_state(self, name: str, param: np.ndarray) -> np.ndarray:
+    def _initial_state(self, name: str, param: np.ndarray, group: dict[str, Any]) -> np.ndarray:
         slot = next((s for s in self.spec.slots if s.name == name), None)
-        fill = 0.0 if slot is None or slot.initial is None else float(self.defaults[slot.initial])
-        return state_like(param, self._state_names().index(name), fill)
+        fill = 0.0 if slot is None or slot.initial is None else float(group[slot.initial])
+        return state_like(param, self._state_names(group).index(name), fill)
 
     def _has_master(self, param: np.ndarray) -> bool:
         return self.master_weights and is_low_precision(param.dtype)
 
-    def _kernel_kwargs(self) -> dict[str, Any]:
-        kwargs = {h.name: self.defaults[h.name] for h in self.spec.kernel_hyperparameters}
+    def _kernel_kwargs(self, g: int, step: int) -> dict[str, Any]:
+        """The kernel's keyword arguments for group ``g``'s update number ``step``."""
+        group = self.param_groups[g]
+        kwargs = {h.name: group[h.name] for h in self.spec.kernel_hyperparameters}
         if self.spec.carried is not None:
-            kwargs[self.spec.carried[0]] = self.carried
+            kwargs[self.spec.carried[0]] = self._counters[g].carried
+        kwargs["lr"] = self._kernel_lr(g)
+        if self.cycle_momentum:
+            # The schedule itself: a scaled copy (lr_scale != 1) is a product, without momentum.
+            momentum = group["lr"].momentum(step - 1)
+            if self.spec.momentum == "betas":
+                kwargs["betas"] = (momentum, kwargs["betas"][1])
+            else:
+                kwargs["momentum"] = momentum
         return kwargs
 
-    def _after_step(self, result: Any) -> None:
-        """Receives the kernel's return value: the carried scalar, if the optimizer has one."""
-        if self.spec.carried is not None and result is not None:
-            self.carried = float(result)
+    # -- checks ------------------------------------------------------------------------------
+    def _checked_values(self, group: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(group.get(name) for name in self._default_values())
 
-    # -- the update --------------------------------------------------------------------------
-    def _check_hyperparameters(self) -> None:
-        # Values only the class reads (the initial state) are checked here; an update of empty
-        # arrays runs every check of the kernel and writes nothing, so a bad value fails when it
-        # is set, with the kernel's own message.
+    def _check_group(self, group: dict[str, Any]) -> None:
+        """Checks a group's hyperparameters, with the kernel's own messages: an update of empty
+        arrays runs every check of the kernel and writes nothing. Values only the class reads
+        (the initial state) are checked by their spec."""
         for h in self.spec.hyperparameters:
-            value = self.defaults[h.name]
-            if not h.kernel and not (np.isfinite(value) and value >= 0):
-                raise ValueError(f"{h.name} must be {h.range_text}, got {value}")
+            if not h.kernel:
+                _lrfast.check_hyperparameter(self.spec.name, h.name, group[h.name])
         empty = np.empty(0)
-        names = self._state_names()
-        self._kernel(
-            empty, empty, **{n: np.empty(0) for n in names}, step=1, **self._kernel_kwargs()
-        )
+        kwargs = {h.name: group[h.name] for h in self.spec.kernel_hyperparameters}
+        states = {n: np.empty(0) for n in self._state_names(group)}
+        self._kernel(empty, empty, **states, step=1, **kwargs)
+        if self.cycle_momentum:
+            self._check_cycle_momentum(group)
+
+    def _check_cycle_momentum(self, group: dict[str, Any]) -> None:
+        name = self.spec.momentum
+        if name is None:
+            raise ValueError(f"{type(self).__name__} has no momentum to cycle")
+        lr = group["lr"]
+        if not isinstance(lr, Schedule) or lr.momentum(0) is None:
+            raise ValueError("cycle_momentum needs lr to be a CyclicLR or OneCycleLR schedule")
+        if name == "momentum" and group["momentum"] == 0:
+            raise ValueError("cycle_momentum needs momentum > 0 (it sets the momentum buffer up)")
+
+    def _check_groups_unchanged(self) -> None:
+        """Re-checks every group whose hyperparameters were changed in ``param_groups`` since
+        they were last checked, and refuses groups whose parameter lists were changed."""
+        if len(self.state) != sum(len(group["params"]) for group in self.param_groups):
+            raise ValueError(
+                "the parameter lists of param_groups were changed; add parameters with "
+                "add_param_group"
+            )
+        for g, group in enumerate(self.param_groups):
+            values = self._checked_values(group)
+            if values != self._checked[g]:
+                try:
+                    self._check_group(group)
+                except (TypeError, ValueError) as e:
+                    raise type(e)(f"param_groups[{g}]: {e}") from None
+                self._checked[g] = values
 
     def _check_grads(self, grads: Params) -> list[np.ndarray]:
+        self._check_groups_unchanged()
+        params = self.params
         grads = as_array_list(grads, "grads")
-        if len(grads) != len(self.params):
-            raise ValueError(f"expected {len(self.params)} gradients, got {len(grads)}")
-        for i, (p, g) in enumerate(zip(self.params, grads)):
+        if len(grads) != len(params):
+            raise ValueError(f"expected {len(params)} gradients, got {len(grads)}")
+        for i, (p, g) in enumerate(zip(params, grads)):
             if g.dtype != p.dtype:
                 raise TypeError(f"grads[{i}] has dtype {g.dtype} but params[{i}] has {p.dtype}")
             if g.shape != p.shape:
@@ -334,29 +468,31 @@ class Optimizer:
                 raise ValueError(f"grads[{i}] must be C-contiguous")
             if not g.flags.aligned:
                 raise ValueError(f"grads[{i}] is not aligned to its dtype")
-        for i, p in enumerate(self.params):
+        for i, p in enumerate(params):
             if not p.flags.writeable:
                 raise ValueError(f"params[{i}] is read-only")
             if not p.flags.c_contiguous:
                 raise ValueError(f"params[{i}] must be C-contiguous")
-        # What the kernels would refuse midway, checked for every dtype group before any runs:
-        # a gradient sharing memory with an array the update writes.
-        written = [(f"params[{i}]", p) for i, p in enumerate(self.params)]
+        # What the kernels would refuse midway, checked for every call before any runs: a
+        # gradient sharing memory with an array the update writes.
+        written = [(f"params[{i}]", p) for i, p in enumerate(params)]
         written += [
             (f"state[{i}][{name!r}]", a) for i, s in enumerate(self.state) for name, a in s.items()
         ]
         _check_disjoint([(f"grads[{i}]", g) for i, g in enumerate(grads)], written)
         return grads
 
+    # -- the update --------------------------------------------------------------------------
     def step(self, grads: Params) -> None:
         """Applies one update to every parameter, in place.
 
-        ``grads`` matches ``params`` in count, shape and dtype; it is checked as a whole before
-        any parameter changes. With ``max_grad_norm``, the update uses the gradients clipped to
-        that global norm, fused into the kernels (``grad_scale``) so the gradients themselves are
-        not written; the parameters come out bit-identical to ``clip_grad_norm`` followed by a
-        step (as ``torch.nn.utils.clip_grad_norm_`` then ``step()``). The norm before clipping is
-        kept in ``last_grad_norm``.
+        ``grads`` matches :attr:`params` in count, shape and dtype; it and every group are
+        checked as a whole before any parameter changes. With ``max_grad_norm``, the update uses
+        the gradients clipped to that global norm (over all groups), fused into the kernels
+        (``grad_scale``) so the gradients themselves are not written; the parameters come out
+        bit-identical to ``clip_grad_norm`` followed by a step (as
+        ``torch.nn.utils.clip_grad_norm_`` then ``step()``). The norm before clipping is kept in
+        ``last_grad_norm``.
         """
         if not self._stepping.acquire(blocking=False):
             raise RuntimeError(
@@ -370,6 +506,7 @@ class Optimizer:
 
     def _step(self, grads: Params) -> None:
         grads = self._check_grads(grads)
+        params = self.params
         grad_scale = 1.0
         if self.max_grad_norm is not None:
             norm = self._global_norm(grads)
@@ -377,42 +514,42 @@ class Optimizer:
             coefficient = self.max_grad_norm / (norm + 1e-6)
             grad_scale = 1.0 if coefficient > 1.0 else coefficient  # NaN stays NaN, as in torch
         self._create_missing_state()
-        names = self._state_names()
-        step = self.step_count + 1
-        kwargs = self._kernel_kwargs()
-        kwargs["lr"] = self._kernel_lr()
-        if self.cycle_momentum:
-            # The schedule itself: a scaled copy (lr_scale != 1) is a product, without momentum.
-            momentum = self.defaults["lr"].momentum(step - 1)
-            if self.spec.momentum == "betas":
-                kwargs["betas"] = (momentum, kwargs["betas"][1])
-            else:
-                kwargs["momentum"] = momentum
-        result = None
-        # One kernel call per dtype updates all its parameters at once, spread over threads.
-        for group in self._dtype_groups:
-            if self._has_master(self.params[group[0]]):
-                kwargs["master"] = [self.state[i]["master"] for i in group]
-            else:
-                kwargs.pop("master", None)
-            result = self._kernel(
-                [self.params[i] for i in group],
-                [grads[i] for i in group],
-                **{n: [self.state[i][n] for i in group] for n in names},
-                step=step,
-                grad_scale=grad_scale,
-                **kwargs,
-            )
-        self.step_count = step
-        self._after_step(result)
+        results = []
+        for g, indices in enumerate(self._group_slices()):
+            step = self._counters[g].step + 1
+            kwargs = self._kernel_kwargs(g, step)
+            names = self._state_names(self.param_groups[g])
+            result = None
+            # One kernel call per dtype updates all its parameters at once, spread over threads.
+            for same_dtype in _by_dtype(params, indices):
+                if self._has_master(params[same_dtype[0]]):
+                    kwargs["master"] = [self.state[i]["master"] for i in same_dtype]
+                else:
+                    kwargs.pop("master", None)
+                result = self._kernel(
+                    [params[i] for i in same_dtype],
+                    [grads[i] for i in same_dtype],
+                    **{n: [self.state[i][n] for i in same_dtype] for n in names},
+                    step=step,
+                    grad_scale=grad_scale,
+                    **kwargs,
+                )
+            results.append(result)
+        for counters, result in zip(self._counters, results):
+            counters.step += 1
+            if self.spec.carried is not None and result is not None:
+                counters.carried = float(result)
+        self.step_count += 1
 
     def _global_norm(self, grads: list[np.ndarray]) -> float:
         """The ``grad_norm_type``-norm of all gradients, whatever their dtypes: one norm per
         dtype (as lrfast.grad_norm computes it), combined."""
         norms = [
-            grad_norm([grads[i] for i in group], norm_type=self.grad_norm_type)
-            for group in self._dtype_groups
+            grad_norm([grads[i] for i in same_dtype], norm_type=self.grad_norm_type)
+            for same_dtype in _by_dtype(grads, range(len(grads)))
         ]
+        if not norms:
+            return 0.0
         if len(norms) == 1:
             return norms[0]
         if math.isinf(self.grad_norm_type):
@@ -422,51 +559,61 @@ class Optimizer:
 
     def _create_missing_state(self) -> None:
         """Creates, on first use, the state arrays the current hyperparameters need."""
-        names = self._state_names()
-        for p, s in zip(self.params, self.state):
-            for name in names:
-                if name not in s:
-                    s[name] = self._initial_state(name, p)
-            if self._has_master(p) and "master" not in s:
-                # The float32 master copy starts as the parameter, widened exactly.
-                s["master"] = state_like(p, len(names))
-                np.copyto(s["master"], p)
-
-    @property
-    def _dtype_groups(self) -> list[list[int]]:
-        groups: dict[np.dtype[Any], list[int]] = {}
-        for i, p in enumerate(self.params):
-            groups.setdefault(p.dtype, []).append(i)
-        return list(groups.values())
+        params = self.params
+        for group, indices in zip(self.param_groups, self._group_slices()):
+            names = self._state_names(group)
+            for i in indices:
+                p, s = params[i], self.state[i]
+                for name in names:
+                    if name not in s:
+                        s[name] = self._initial_state(name, p, group)
+                if self._has_master(p) and "master" not in s:
+                    # The float32 master copy starts as the parameter, widened exactly.
+                    s["master"] = state_like(p, len(names))
+                    np.copyto(s["master"], p)
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """A copy of everything needed to resume: hyperparameters, step count, state arrays."""
+        """A copy of everything needed to resume: each group's hyperparameters, step count and
+        parameter indices (into :attr:`params`), the state arrays. Like torch's, it holds no
+        parameters."""
+        groups = []
+        for group, indices, counters in zip(
+            self.param_groups, self._group_slices(), self._counters
+        ):
+            entry = {k: v for k, v in group.items() if k != "params"}
+            entry["params"] = list(indices)
+            entry["step"] = counters.step
+            if self.spec.carried is not None:
+                entry[self.spec.carried[0]] = counters.carried
+            groups.append(entry)
         return {
             "optimizer": type(self).__name__,
-            "hyperparameters": dict(self.defaults),
             "step": self.step_count,
             "scalars": {"lr_scale": self.lr_scale, **self._scalar_state()},
+            "param_groups": groups,
             "state": [{k: v.copy() for k, v in s.items()} for s in self.state],
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restores a :meth:`state_dict`, atomically: every key is checked first (the optimizer
-        it is for, the step count, the scalars, every state array's name, shape and dtype, the
-        hyperparameters), and the optimizer changes only if all are valid. Arrays are copied."""
+        it is for, the step counts, the scalars, every group's hyperparameters and size, every
+        state array's name, shape and dtype), and the optimizer changes only if all are valid.
+        The groups must hold as many parameters as this optimizer's. Arrays are copied."""
         if not isinstance(state_dict, dict):
             raise TypeError(f"state_dict must be a dict, got {type(state_dict).__name__}")
-        for key in ("optimizer", "hyperparameters", "step", "state"):
+        for key in ("optimizer", "step", "param_groups", "state"):
             if key not in state_dict:
                 raise ValueError(f"state_dict has no {key!r}")
+        unknown = sorted(
+            set(state_dict) - {"optimizer", "step", "scalars", "param_groups", "state"}
+        )
+        if unknown:
+            raise ValueError(f"state_dict has unknown keys {unknown}")
         name = state_dict["optimizer"]
         if name != type(self).__name__:
             raise ValueError(f"state_dict is for {name}, not {type(self).__name__}")
-        step = state_dict["step"]
-        if isinstance(step, bool) or not isinstance(step, (int, np.integer)):
-            raise TypeError(f"state_dict['step'] must be an integer, got {step!r}")
-        if not 0 <= int(step) < 2**63:
-            raise ValueError(f"state_dict['step'] must be in [0, 2**63), got {step}")
+        step = _checked_step(state_dict["step"], "state_dict['step']")
         scalars = state_dict.get("scalars", {})
         if not isinstance(scalars, dict):
             raise TypeError(f"state_dict['scalars'] must be a dict, got {type(scalars).__name__}")
@@ -474,63 +621,98 @@ class Optimizer:
         for key, value in scalars.items():
             if key not in known_scalars:
                 raise ValueError(f"state_dict['scalars'] has an unknown key {key!r}")
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
-                raise TypeError(f"state_dict['scalars'][{key!r}] must be a number, got {value!r}")
-            low_ok = value > 0 if key == "lr_scale" else value >= 0
-            high_ok = value <= 1 if self.spec.carried and key == self.spec.carried[0] else True
-            if not (math.isfinite(value) and low_ok and high_ok):
-                raise ValueError(f"state_dict['scalars'][{key!r}] is out of range: {value!r}")
-        hyperparameters = state_dict["hyperparameters"]
-        if not isinstance(hyperparameters, dict):
-            raise TypeError("state_dict['hyperparameters'] must be a dict")
-        unknown = set(hyperparameters) - set(self._default_values())
-        if unknown:
-            raise ValueError(f"state_dict['hyperparameters'] has unknown keys {sorted(unknown)}")
-        hyperparameters = dict(hyperparameters)
-        if "betas" in hyperparameters:
-            hyperparameters["betas"] = tuple(hyperparameters["betas"])
-        previous = self.defaults
-        self.defaults = {**self._default_values(), **hyperparameters}
-        try:
-            self._check_hyperparameters()
-            needed = set(self._state_names())
-        finally:
-            new_defaults, self.defaults = self.defaults, previous
+            where = f"state_dict['scalars'][{key!r}]"
+            _checked_real(value, where, low_open=key == "lr_scale")
+        groups, counters = self._checked_groups(state_dict["param_groups"])
+        needed = [set(self._state_names(group)) for group in groups for _ in group["params"]]
         self._check_states(state_dict["state"], needed)
         # Everything is valid: apply.
-        self.defaults = new_defaults
-        self.step_count = int(step)
+        self.param_groups = groups
+        self._counters = counters
+        self._checked = [self._checked_values(group) for group in groups]
+        self._scaled = {}
+        self.step_count = step
         scalars = dict(scalars)
         self.lr_scale = float(scalars.pop("lr_scale", 1.0))
         self._load_scalar_state(scalars)
+        params = self.params
         self.state = [
-            {k: self._copy_state(k, p, v) for k, v in s.items()}
-            for p, s in zip(self.params, state_dict["state"])
+            {k: self._copy_state(k, params[i], v, group) for k, v in state_dict["state"][i].items()}
+            for group, indices in zip(groups, self._group_slices())
+            for i in indices
         ]
 
-    def _check_states(self, states: Any, needed: set[str]) -> None:
+    def _checked_groups(self, given: Any) -> tuple[list[dict[str, Any]], list[_GroupCounters]]:
+        """A state dict's ``param_groups``, checked against this optimizer's groups, as new
+        groups (this optimizer's parameters, the saved hyperparameters) and their counters."""
+        if not isinstance(given, (list, tuple)):
+            raise TypeError(
+                f"state_dict['param_groups'] must be a list, got {type(given).__name__}"
+            )
+        sizes = [len(group["params"]) for group in self.param_groups]
+        if len(given) != len(sizes) or any(
+            not isinstance(entry, dict) or entry.get("params") != list(indices)
+            for entry, indices in zip(given, self._group_slices())
+        ):
+            saved = [
+                len(e["params"])
+                if isinstance(e, dict) and isinstance(e.get("params"), list)
+                else "?"
+                for e in given
+            ]
+            raise ValueError(
+                f"state_dict['param_groups'] holds groups of {saved} parameters (each listing "
+                f"its indices in order); this optimizer's groups hold {_group_sizes_text(sizes)}"
+            )
+        carried = self.spec.carried[0] if self.spec.carried is not None else None
+        counter_keys = {"params", "step"} | ({carried} if carried else set())
+        groups, counters = [], []
+        for g, (entry, current) in enumerate(zip(given, self.param_groups)):
+            where = f"state_dict['param_groups'][{g}]"
+            names = set(self._default_values())
+            unknown = sorted(set(entry) - names - counter_keys)
+            if unknown:
+                raise ValueError(f"{where} has unknown keys {unknown}")
+            missing = sorted(names - set(entry))
+            if missing:
+                raise ValueError(f"{where} has no {missing}")
+            step = _checked_step(entry.get("step"), f"{where}['step']")
+            carry = 1.0
+            if carried is not None and carried in entry:
+                carry = _checked_real(entry[carried], f"{where}[{carried!r}]", high=1.0)
+            group = _normalized({k: v for k, v in entry.items() if k in names})
+            group["params"] = current["params"]
+            try:
+                self._check_group(group)
+            except (TypeError, ValueError) as e:
+                raise type(e)(f"{where}: {e}") from None
+            groups.append(group)
+            counters.append(_GroupCounters(step, carry))
+        return groups, counters
+
+    def _check_states(self, states: Any, needed: list[set[str]]) -> None:
         """Checks a state dict's ``state``: one dict per parameter, empty (not created yet) or
-        holding every array the hyperparameters need, no unknown name, each shaped like its
-        parameter in the state dtype."""
+        holding every array its group's hyperparameters need (``needed[i]``), no unknown name,
+        each shaped like its parameter in the state dtype."""
+        params = self.params
         if not isinstance(states, (list, tuple)):
             raise TypeError(f"state_dict['state'] must be a list, got {type(states).__name__}")
-        if len(states) != len(self.params):
+        if len(states) != len(params):
             raise ValueError(
-                f"state_dict has state for {len(states)} parameters, optimizer has "
-                f"{len(self.params)}"
+                f"state_dict has state for {len(states)} parameters, optimizer has {len(params)}"
             )
-        known = {slot.name for slot in self.spec.slots} | needed | {"master"}
-        for i, (p, s) in enumerate(zip(self.params, states)):
+        slots = {slot.name for slot in self.spec.slots} | {"master"}
+        for i, (p, s, wanted) in enumerate(zip(params, states, needed)):
             where = f"state_dict['state'][{i}]"
             if not isinstance(s, dict):
                 raise TypeError(f"{where} must be a dict, got {type(s).__name__}")
             if not s:
                 continue
-            wanted = needed | ({"master"} if self._has_master(p) else set())
+            wanted = wanted | ({"master"} if self._has_master(p) else set())
             for key in sorted(wanted - set(s)):
                 raise ValueError(f"{where} has no {key!r} (parameter {i} needs it)")
             for key, value in s.items():
-                if key not in known:
+                if key not in slots | wanted:
                     raise ValueError(f"{where} has an unknown key {key!r}")
                 if key == "master" and not self._has_master(p):
                     raise ValueError(
@@ -546,31 +728,37 @@ class Optimizer:
                         f"must have {p.shape} and {_state_dtype(p)} (the parameter is {p.dtype})"
                     )
 
-    def _copy_state(self, name: str, param: np.ndarray, value: np.ndarray) -> np.ndarray:
-        names = self._state_names()
+    def _copy_state(
+        self, name: str, param: np.ndarray, value: np.ndarray, group: dict[str, Any]
+    ) -> np.ndarray:
+        names = self._state_names(group)
         out = state_like(param, names.index(name) if name in names else 0)
         np.copyto(out, value)
         return out
 
     def _scalar_state(self) -> dict[str, float]:
-        return {} if self.spec.carried is None else {self.spec.carried[0]: self.carried}
+        """Scalars of the whole optimizer a subclass keeps, besides ``lr_scale``."""
+        return {}
 
     def _load_scalar_state(self, scalars: dict[str, float]) -> None:
-        if self.spec.carried is not None:
-            self.carried = float(scalars.get(self.spec.carried[0], 1.0))
+        pass
 
     def save(self, path: Union[str, os.PathLike[str]]) -> None:
         """Writes :meth:`state_dict` to ``path`` (the ``.npz`` format, no pickling; the name is
         used as given). The file is written beside ``path`` and renamed into place, so a failed
         save leaves any previous checkpoint intact.
 
-        It holds the optimizer's state (hyperparameters, step count, state arrays), not the
-        parameters, as ``torch.optim.Optimizer.state_dict`` does: save those yourself."""
+        It holds the optimizer's state (each group's hyperparameters and step count, the state
+        arrays), not the parameters, as ``torch.optim.Optimizer.state_dict`` does: save those
+        yourself."""
         sd = self.state_dict()
-        meta = {k: sd[k] for k in ("optimizer", "hyperparameters", "step", "scalars")}
-        lr = meta["hyperparameters"]["lr"]
-        if isinstance(lr, Schedule):
-            meta["hyperparameters"] = {**meta["hyperparameters"], "lr": {"schedule": lr.to_dict()}}
+        meta = {k: sd[k] for k in ("optimizer", "step", "scalars")}
+        meta["param_groups"] = [
+            {**group, "lr": {"schedule": group["lr"].to_dict()}}
+            if isinstance(group["lr"], Schedule)
+            else group
+            for group in sd["param_groups"]
+        ]
         meta["state_names"] = [sorted(s) for s in sd["state"]]
         arrays = {
             f"state/{i}/{name}": value
@@ -582,21 +770,67 @@ class Optimizer:
         )
 
     def load(self, path: Union[str, os.PathLike[str]]) -> None:
-        """Restores a state written by :meth:`save`."""
+        """Restores a state written by :meth:`save`, atomically (see :meth:`load_state_dict`)."""
         with np.load(path, allow_pickle=False) as data:
             meta = json.loads(str(data["__meta__"]))
-            lr = meta["hyperparameters"]["lr"]
-            if isinstance(lr, dict):
-                meta["hyperparameters"]["lr"] = from_dict(lr["schedule"])
+            for group in meta["param_groups"]:
+                if isinstance(group.get("lr"), dict):
+                    group["lr"] = from_dict(group["lr"]["schedule"])
             state = [
                 {name: data[f"state/{i}/{name}"] for name in names}
-                for i, names in enumerate(meta["state_names"])
+                for i, names in enumerate(meta.pop("state_names"))
             ]
         self.load_state_dict({**meta, "state": state})
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.defaults.items())
-        return f"{type(self).__name__}(<{len(self.params)} params>, {args})"
+        def values(group: dict[str, Any]) -> str:
+            return ", ".join(f"{k}={v!r}" for k, v in group.items() if k != "params")
+
+        if len(self.param_groups) == 1:
+            group = self.param_groups[0]
+            return f"{type(self).__name__}(<{len(group['params'])} params>, {values(group)})"
+        lines = [f"{type(self).__name__}("]
+        lines += [
+            f"    group {g}: <{len(group['params'])} params>, {values(group)}"
+            for g, group in enumerate(self.param_groups)
+        ]
+        return "\n".join([*lines, ")"])
+
+
+def _by_dtype(arrays: list[np.ndarray], indices: range) -> list[list[int]]:
+    """``indices`` split by the dtype of ``arrays[i]``, in order of first appearance."""
+    split: dict[np.dtype[Any], list[int]] = {}
+    for i in indices:
+        split.setdefault(arrays[i].dtype, []).append(i)
+    return list(split.values())
+
+
+def _normalized(hyperparameters: dict[str, Any]) -> dict[str, Any]:
+    """``hyperparameters`` with ``betas`` as a tuple of floats, as the specs write it (a list
+    from JSON or a caller compares equal after this)."""
+    betas = hyperparameters.get("betas")
+    if isinstance(betas, (list, tuple)) and not isinstance(betas, str):
+        hyperparameters = {**hyperparameters, "betas": tuple(betas)}
+    return hyperparameters
+
+
+def _checked_step(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{where} must be an integer, got {value!r}")
+    if not 0 <= int(value) < 2**63:
+        raise ValueError(f"{where} must be in [0, 2**63), got {value}")
+    return int(value)
+
+
+def _checked_real(
+    value: Any, where: str, *, low_open: bool = False, high: float = math.inf
+) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
+        raise TypeError(f"{where} must be a number, got {value!r}")
+    low_ok = value > 0 if low_open else value >= 0
+    if not (math.isfinite(value) and low_ok and value <= high):
+        raise ValueError(f"{where} is out of range: {value!r}")
+    return float(value)
 
 
 def _constructor(spec: OptimizerSpec) -> Callable[..., None]:
@@ -605,7 +839,7 @@ def _constructor(spec: OptimizerSpec) -> Callable[..., None]:
     options keyword-only."""
     positional = [h for h in spec.hyperparameters if h.name != "maximize"]
     keyword = [h for h in spec.hyperparameters if h.name == "maximize"]
-    arguments = ["self", "params: Params"]
+    arguments = ["self", "params: ParamsOrGroups"]
     arguments += [f"{h.name}: {specs.annotation(h)} = {h.default!r}" for h in positional]
     arguments += ["*"] + [f"{h.name}: bool = {h.default!r}" for h in keyword]
     arguments += [
@@ -633,13 +867,14 @@ def _class_doc(spec: OptimizerSpec) -> str:
         f"{spec.summary[0].upper()}{spec.summary[1:]}, over NumPy arrays "
         f"(``torch.optim.{spec.torch_name}``'s arguments and defaults).",
         "",
-        f"Each :meth:`step` runs :func:`lrfast.{spec.function_name}` once per dtype over every "
-        "parameter; its docstring gives the update rule. State: "
+        f"Each :meth:`step` runs :func:`lrfast.{spec.function_name}` once per parameter group and "
+        "dtype over all their parameters; its docstring gives the update rule. State: "
         + ", ".join(f"``{slot.name}``" for slot in spec.slots)
         + ".",
         "",
         "Args:",
-        "    params: an array or a list of arrays, updated in place.",
+        "    params: an array, a list of arrays, or a list of parameter groups (dicts with",
+        "        ``'params'`` and the hyperparameters that group overrides); updated in place.",
         *(
             f"    {h.name}: {h.doc}; {h.range_text}, default ``{h.default!r}``."
             for h in spec.hyperparameters
@@ -659,7 +894,7 @@ class OptimizerClass(Protocol):
 
     spec: OptimizerSpec
 
-    def __call__(self, params: Params, *args: Any, **kwargs: Any) -> Optimizer: ...
+    def __call__(self, params: ParamsOrGroups, *args: Any, **kwargs: Any) -> Optimizer: ...
 
 
 def _optimizer_class(name: str) -> OptimizerClass:

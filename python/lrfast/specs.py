@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Optional
 
 from . import _lrfast
@@ -74,18 +75,22 @@ class OptimizerSpec:
     def function_name(self) -> str:
         return f"{self.name}_step"
 
-    @property
+    @cached_property
     def kernel_hyperparameters(self) -> tuple[Hyperparameter, ...]:
         return tuple(h for h in self.hyperparameters if h.kernel)
 
     @property
     def defaults(self) -> dict[str, Any]:
-        """Every hyperparameter's default, in PyTorch's constructor order."""
+        """Every hyperparameter's default, in PyTorch's constructor order (a new dict)."""
+        return dict(self._defaults)
+
+    @cached_property
+    def _defaults(self) -> dict[str, Any]:
         return {h.name: h.default for h in self.hyperparameters}
 
     def needed_slots(self, hyperparameters: dict[str, Any]) -> tuple[str, ...]:
         """The state arrays the update uses under ``hyperparameters`` (defaults filled in)."""
-        values = {**self.defaults, **hyperparameters}
+        values = {**self._defaults, **hyperparameters}
         return tuple(s.name for s in self.slots if s.needed(values))
 
 

@@ -229,6 +229,21 @@ impl Spec {
     }
 }
 
+impl Spec {
+    /// Checks one value of the hyperparameter `name`, whichever part of the library reads it
+    /// (the optimizer classes check Adagrad's `initial_accumulator_value` with this).
+    pub fn check_one(&'static self, name: &str, value: Value) -> Result<(), Error> {
+        let h = self
+            .hyperparameters
+            .iter()
+            .find(|h| h.name == name)
+            .ok_or_else(|| {
+                Error::Invalid(format!("{} has no hyperparameter {name:?}", self.name))
+            })?;
+        check_value(h, value)
+    }
+}
+
 fn check_value(h: &Hyperparameter, value: Value) -> Result<(), Error> {
     let out_of_range = |name: String, value: f64| Error::Hyperparameter {
         name,

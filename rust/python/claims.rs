@@ -38,6 +38,50 @@ pub(super) fn byte_range(array: &Bound<'_, PyUntypedArray>) -> (usize, usize) {
     (start, start + array.len() * array.dtype().itemsize())
 }
 
+/// The indices of two of `arrays` whose bytes overlap where at least one of them is `written`,
+/// or `None`. The optimizer classes check a whole step with this before its first kernel call
+/// (each call checks only its own arguments), with the sweep [`check_no_overlap`] makes.
+#[pyfunction]
+pub(super) fn first_overlap(
+    arrays: Vec<Bound<'_, PyUntypedArray>>,
+    written: Vec<bool>,
+) -> PyResult<Option<(usize, usize)>> {
+    if arrays.len() != written.len() {
+        return Err(PyValueError::new_err(format!(
+            "arrays has {} entries but written has {}",
+            arrays.len(),
+            written.len()
+        )));
+    }
+    if let Some(i) = arrays.iter().position(|array| !array.is_c_contiguous()) {
+        return Err(PyValueError::new_err(format!(
+            "arrays[{i}] must be C-contiguous"
+        )));
+    }
+    let mut ranges: Vec<(usize, usize, usize)> = arrays
+        .iter()
+        .enumerate()
+        .filter(|(_, array)| array.len() > 0)
+        .map(|(i, array)| {
+            let (start, end) = byte_range(array);
+            (start, end, i)
+        })
+        .collect();
+    ranges.sort_unstable();
+    let mut furthest: Option<(usize, usize)> = None;
+    for &(start, end, i) in &ranges {
+        if let Some((far_end, far)) = furthest {
+            if start < far_end && (written[i] || written[far]) {
+                return Ok(Some((far, i)));
+            }
+        }
+        if furthest.is_none_or(|(far_end, _)| end > far_end) {
+            furthest = Some((end, i));
+        }
+    }
+    Ok(None)
+}
+
 /// Refuses two arguments whose bytes overlap: the test `numpy.shares_memory` makes, which for
 /// C-contiguous arrays is an intersection of byte ranges. Sorting the ranges makes it
 /// O(n log n), for calls with thousands of arrays.

@@ -201,6 +201,29 @@ fn kind_error(name: &str, expected: &str, object: &Bound<'_, PyAny>) -> PyErr {
     ))
 }
 
+/// Checks `value` for the hyperparameter `name` of the optimizer `optimizer`, by its spec, with
+/// the kernels' messages: for the values only the optimizer classes read.
+#[pyfunction]
+pub(super) fn check_hyperparameter(
+    optimizer: &str,
+    name: &str,
+    value: &Bound<'_, PyAny>,
+) -> PyResult<()> {
+    let spec = ALL
+        .iter()
+        .find(|s| s.name == optimizer)
+        .ok_or_else(|| PyValueError::new_err(format!("unknown optimizer {optimizer:?}")))?;
+    let h = spec
+        .hyperparameters
+        .iter()
+        .find(|h| h.name == name)
+        .ok_or_else(|| {
+            PyValueError::new_err(format!("{optimizer} has no hyperparameter {name:?}"))
+        })?;
+    spec.check_one(name, self::value(name, h.default, value)?)?;
+    Ok(())
+}
+
 /// Every optimizer's spec as plain Python data (lists, dicts, strings, numbers), in the order
 /// of `optim::ALL`: what `lrfast.optimizers()` reads.
 #[pyfunction]

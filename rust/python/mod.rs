@@ -37,7 +37,9 @@ fn _lrfast(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
     module.add_function(wrap_pyfunction!(kernels::step, module)?)?;
     module.add_function(wrap_pyfunction!(kernels::optimizer_specs, module)?)?;
+    module.add_function(wrap_pyfunction!(kernels::check_hyperparameter, module)?)?;
     module.add_function(wrap_pyfunction!(kernels::_memory_floor_step, module)?)?;
+    module.add_function(wrap_pyfunction!(claims::first_overlap, module)?)?;
     module.add_function(wrap_pyfunction!(clipping::clip_grad_norm, module)?)?;
     module.add_function(wrap_pyfunction!(clipping::clip_grad_value, module)?)?;
     module.add_function(wrap_pyfunction!(clipping::grad_norm, module)?)?;

@@ -268,7 +268,6 @@ def lr_range_test(
     snapshot = None
     if optimizer is not None:
         snapshot = ([p.copy() for p in optimizer.params], optimizer.state_dict())
-        previous_lr = optimizer.defaults["lr"], optimizer.lr_scale
 
         def train(lr: Any) -> float:
             assert loss_fn is not None and optimizer is not None
@@ -313,8 +312,7 @@ def lr_range_test(
         if optimizer is not None and snapshot is not None and restore:
             for p, saved in zip(optimizer.params, snapshot[0]):
                 np.copyto(p, saved)
-            optimizer.load_state_dict(snapshot[1])
-            optimizer.defaults["lr"], optimizer.lr_scale = previous_lr
+            optimizer.load_state_dict(snapshot[1])  # the rates and lr_scale too
         if reset is not None:
             reset()
     n = len(losses)

@@ -184,23 +184,14 @@ def adam_hd_step(
 
 
 class _HypergradientOptimizer(Optimizer):
-    """Shared by SGDHD and AdamHD: the rate is state, learned each step."""
-
-    _hd_defaults: ClassVar[dict[str, Any]] = {
-        "lr_min": 0.0,
-        "lr_max": math.inf,
-    }
+    """Shared by SGDHD and AdamHD: the rate is state, learned each step, one rate for all the
+    parameters (so one parameter group)."""
 
     _defaults: ClassVar[dict[str, Any]]
 
-    def __init__(self, params: Params, **hyperparameters: Any) -> None:
-        unknown = set(hyperparameters) - set(self._defaults)
-        if unknown:
-            raise TypeError(
-                f"{type(self).__name__} got unexpected hyperparameter(s) {sorted(unknown)}"
-            )
-        self.current_lr = float(hyperparameters.get("lr", self._defaults["lr"]))
-        super().__init__(params, hyperparameters)
+    def __init__(self, params: Params, hyperparameters: dict[str, Any]) -> None:
+        self.current_lr = float(hyperparameters["lr"])
+        super().__init__(as_array_list(params, "params"), hyperparameters)
         for i, p in enumerate(self.params):
             if is_low_precision(p.dtype):
                 raise TypeError(
@@ -208,6 +199,11 @@ class _HypergradientOptimizer(Optimizer):
                     "and float64 parameters only"
                 )
         self.lr_history: list[float] = []
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Not supported: a hypergradient optimizer learns one rate for all its parameters."""
+        raise TypeError(f"{type(self).__name__} learns one rate for all its parameters; it "
+                        "takes no parameter groups")  # fmt: skip
 
     @property
     def lr(self) -> float:
@@ -222,36 +218,46 @@ class _HypergradientOptimizer(Optimizer):
     def _default_values(self) -> dict[str, Any]:
         return self._defaults
 
-    def _kernel_kwargs(self) -> dict[str, Any]:
-        return dict(self.defaults)
+    def _hyperparameters(self) -> dict[str, Any]:
+        """The hyperparameters the step function takes besides ``lr`` (the learned rate)."""
+        group = self.param_groups[0]
+        return {k: group[k] for k in self._defaults if k != "lr"}
 
-    def _check_hyperparameters(self) -> None:
-        d = self.defaults
-        _check(float(d["lr"]), float(d["hypergrad_lr"]), float(d["lr_min"]), float(d["lr_max"]), 1)
+    def _check_group(self, group: dict[str, Any]) -> None:
+        _check(float(group["lr"]), float(group["hypergrad_lr"]), float(group["lr_min"]),
+               float(group["lr_max"]), 1)  # fmt: skip
 
     def _scalar_state(self) -> dict[str, float]:
         return {"current_lr": self.current_lr}
 
     def _load_scalar_state(self, scalars: dict[str, float]) -> None:
-        self.current_lr = float(scalars.get("current_lr", self.defaults["lr"]))
+        self.current_lr = float(scalars.get("current_lr", self.param_groups[0]["lr"]))
 
     def _hd_step(self, grads: list[np.ndarray], step: int) -> float:
         raise NotImplementedError
 
-    def step(self, grads: Params) -> None:
-        """One update of every parameter, the rate first moved along its hypergradient."""
+    def _step(self, grads: Params) -> None:
         if self.max_grad_norm is not None:
             raise ValueError("max_grad_norm is not supported with hypergradient optimizers")
         grads = self._check_grads(grads)
         self._create_missing_state()
-        step = self.step_count + 1
+        step = self._counters[0].step + 1
         self.current_lr = self._hd_step(grads, step)
         self.lr_history.append(self.current_lr)
-        self.step_count = step
+        self._counters[0].step = step
+        self.step_count += 1
 
 
 class SGDHD(_HypergradientOptimizer):
-    """SGD-HD: SGD whose rate follows its hypergradient; see :func:`sgd_hd_step`."""
+    """SGD-HD: SGD whose rate follows its hypergradient; each step is :func:`sgd_hd_step`.
+
+    Args:
+        params: an array or a list of arrays (float32 or float64), updated in place.
+        lr: the initial rate ``α_0``.
+        hypergrad_lr: ``β``, the rate at which ``α`` moves along its hypergradient.
+        momentum, dampening, weight_decay, maximize: as :class:`lrfast.SGD`.
+        lr_min, lr_max: the interval ``α`` is clamped to.
+    """
 
     spec = specs.spec("sgd")
 
@@ -262,22 +268,48 @@ class SGDHD(_HypergradientOptimizer):
         "dampening": 0.0,
         "weight_decay": 0.0,
         "maximize": False,
-        **_HypergradientOptimizer._hd_defaults,
+        "lr_min": 0.0,
+        "lr_max": math.inf,
     }
 
-    def _state_names(self) -> tuple[str, ...]:
+    def __init__(
+        self,
+        params: Params,
+        lr: float = 1e-2,
+        hypergrad_lr: float = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        *,
+        maximize: bool = False,
+        lr_min: float = 0.0,
+        lr_max: float = math.inf,
+    ) -> None:
+        super().__init__(params, {
+            "lr": lr, "hypergrad_lr": hypergrad_lr, "momentum": momentum, "dampening": dampening,
+            "weight_decay": weight_decay, "maximize": maximize, "lr_min": lr_min, "lr_max": lr_max,
+        })  # fmt: skip
+
+    def _state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
         return ("direction",)
 
     def _hd_step(self, grads: list[np.ndarray], step: int) -> float:
-        d = {k: v for k, v in self.defaults.items() if k != "lr"}
         return sgd_hd_step(
             self.params, grads, [s["direction"] for s in self.state], step=step,
-            lr=self.current_lr, **d,
+            lr=self.current_lr, **self._hyperparameters(),
         )  # fmt: skip
 
 
 class AdamHD(_HypergradientOptimizer):
-    """Adam-HD: Adam whose rate follows its hypergradient; see :func:`adam_hd_step`."""
+    """Adam-HD: Adam whose rate follows its hypergradient; each step is :func:`adam_hd_step`.
+
+    Args:
+        params: an array or a list of arrays (float32 or float64), updated in place.
+        lr: the initial rate ``α_0``.
+        hypergrad_lr: ``β``, the rate at which ``α`` moves along its hypergradient.
+        betas, eps, weight_decay, maximize: as :class:`lrfast.Adam`.
+        lr_min, lr_max: the interval ``α`` is clamped to.
+    """
 
     spec = specs.spec("adam")
 
@@ -288,15 +320,34 @@ class AdamHD(_HypergradientOptimizer):
         "eps": 1e-8,
         "weight_decay": 0.0,
         "maximize": False,
-        **_HypergradientOptimizer._hd_defaults,
+        "lr_min": 0.0,
+        "lr_max": math.inf,
     }
 
-    def _state_names(self) -> tuple[str, ...]:
+    def __init__(
+        self,
+        params: Params,
+        lr: float = 1e-3,
+        hypergrad_lr: float = 1e-7,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        *,
+        maximize: bool = False,
+        lr_min: float = 0.0,
+        lr_max: float = math.inf,
+    ) -> None:
+        super().__init__(params, {
+            "lr": lr, "hypergrad_lr": hypergrad_lr, "betas": betas, "eps": eps,
+            "weight_decay": weight_decay, "maximize": maximize, "lr_min": lr_min, "lr_max": lr_max,
+        })  # fmt: skip
+
+    def _state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq")
 
     def _hd_step(self, grads: list[np.ndarray], step: int) -> float:
-        d = {k: v for k, v in self.defaults.items() if k != "lr"}
         return adam_hd_step(
             self.params, grads, [s["exp_avg"] for s in self.state],
-            [s["exp_avg_sq"] for s in self.state], step=step, lr=self.current_lr, **d,
+            [s["exp_avg_sq"] for s in self.state], step=step, lr=self.current_lr,
+            **self._hyperparameters(),
         )  # fmt: skip
