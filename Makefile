@@ -1,8 +1,8 @@
 # Mirrors .ci/run; see CONTRIBUTING.md.
-.PHONY: dev test lint stub ci
+.PHONY: dev test lint stub docs wheel ci
 
 dev:
-	pip install maturin ".[test]" ruff mypy
+	pip install maturin ".[test,docs]" ruff mypy
 	maturin develop --release
 
 test:
@@ -21,6 +21,12 @@ lint:
 
 stub:
 	python -m lrfast.specs > python/lrfast/kernels.pyi
+
+docs:
+	sphinx-build -W --keep-going -b html docs/api build/api
+
+wheel:
+	bash .ci/wheel
 
 ci:
 	bash .ci/run
