@@ -21,7 +21,9 @@ accepts one); :class:`ReduceLROnPlateau` and :class:`EarlyStopping` react to the
 :class:`AdamHD`; ``python -m lrfast demo`` runs them all on real data.
 """
 
-from . import plot, reference, schedules
+# The kernels, the optimizer classes and the tuning tools are re-exported by their modules'
+# own __all__ (one list each; the kernels' is generated from the specs).
+from . import kernels, optim, plot, reference, schedules, tuning
 from ._lrfast import (
     __version__,
     clip_grad_norm,
@@ -31,62 +33,16 @@ from ._lrfast import (
     set_num_threads,
     simd_level,
 )
-from .kernels import (
-    adadelta_step,
-    adagrad_step,
-    adam_step,
-    adamax_step,
-    adamw_step,
-    nadam_step,
-    radam_step,
-    rmsprop_step,
-    sgd_step,
-)
+from .kernels import *  # noqa: F403
 from .monitor import EarlyStopping, ReduceLROnPlateau
-from .optim import (
-    SGD,
-    Adadelta,
-    Adagrad,
-    Adam,
-    Adamax,
-    AdamW,
-    NAdam,
-    Optimizer,
-    RAdam,
-    RMSprop,
-    is_low_precision,
-    state_like,
-)
+from .optim import *  # noqa: F403
 from .specs import OptimizerSpec, optimizers, spec
 from .threads import threads
-from .tuning import (
-    SGDHD,
-    AdamHD,
-    Diagnosis,
-    RangeTestResult,
-    SensitivityResult,
-    adam_hd_step,
-    diagnose,
-    log_grid,
-    lr_range_test,
-    sensitivity,
-    sgd_hd_step,
-)
+from .tuning import *  # noqa: F403
 
-__all__ = [
-    "__version__",
-    "optimizers",
-    "spec",
-    "OptimizerSpec",
-    "sgd_step",
-    "adagrad_step",
-    "rmsprop_step",
-    "adadelta_step",
-    "adam_step",
-    "adamw_step",
-    "adamax_step",
-    "nadam_step",
-    "radam_step",
+__all__ = ["__version__", "optimizers", "spec", "OptimizerSpec"]
+__all__ += kernels.__all__
+__all__ += [
     "simd_level",
     "clip_grad_norm",
     "clip_grad_value",
@@ -94,32 +50,7 @@ __all__ = [
     "set_num_threads",
     "get_num_threads",
     "threads",
-    "state_like",
-    "is_low_precision",
-    "Optimizer",
-    "SGD",
-    "Adagrad",
-    "RMSprop",
-    "Adadelta",
-    "Adam",
-    "AdamW",
-    "Adamax",
-    "NAdam",
-    "RAdam",
-    "schedules",
-    "plot",
-    "reference",
-    "ReduceLROnPlateau",
-    "EarlyStopping",
-    "lr_range_test",
-    "RangeTestResult",
-    "sensitivity",
-    "SensitivityResult",
-    "log_grid",
-    "diagnose",
-    "Diagnosis",
-    "sgd_hd_step",
-    "adam_hd_step",
-    "SGDHD",
-    "AdamHD",
 ]
+__all__ += optim.__all__
+__all__ += ["schedules", "plot", "reference", "ReduceLROnPlateau", "EarlyStopping"]
+__all__ += tuning.__all__

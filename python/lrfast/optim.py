@@ -282,8 +282,9 @@ class Optimizer:
         arrays = given["params"]
         if isinstance(arrays, dict):
             raise TypeError(f"{where}['params'] must be an array or a list of arrays")
-        group = _normalized({**self.defaults, **given})
-        group["params"] = as_array_list(arrays, f"{where}['params']")
+        values = _normalized({**self.defaults, **given})
+        del values["params"]
+        group = {"params": as_array_list(arrays, f"{where}['params']"), **values}
         try:
             self._check_group(group)
         except (TypeError, ValueError) as e:
@@ -680,8 +681,8 @@ class Optimizer:
             carry = 1.0
             if carried is not None and carried in entry:
                 carry = _checked_real(entry[carried], f"{where}[{carried!r}]", high=1.0)
-            group = _normalized({k: v for k, v in entry.items() if k in names})
-            group["params"] = current["params"]
+            values = _normalized({k: v for k, v in entry.items() if k in names})
+            group = {"params": current["params"], **values}
             try:
                 self._check_group(group)
             except (TypeError, ValueError) as e:

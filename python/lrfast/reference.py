@@ -42,6 +42,32 @@ def _effective_grad(
     return g
 
 
+def _decayed_grad(
+    param: np.ndarray,
+    grad: np.ndarray,
+    lr: float,
+    weight_decay: float,
+    decoupled: bool,
+    maximize: bool,
+    grad_scale: float,
+) -> np.ndarray:
+    """Weight decay as Adam's family applies it: decoupled (AdamW's), the parameter shrunk by
+    ``1 − lr·weight_decay`` in place first; else L2, added to the gradient. Returns the
+    gradient the update uses."""
+    if decoupled:
+        param[...] = param * (1 - lr * weight_decay)
+        return _effective_grad(param, grad, 0.0, maximize, grad_scale)
+    return _effective_grad(param, grad, weight_decay, maximize, grad_scale)
+
+
+def _update_moments(
+    exp_avg: np.ndarray, exp_avg_sq: np.ndarray, g: np.ndarray, beta1: float, beta2: float
+) -> None:
+    """``m ← β1·m + (1 − β1)·g`` and ``v ← β2·v + (1 − β2)·g²``, in place."""
+    exp_avg[...] = beta1 * exp_avg + (1 - beta1) * g
+    exp_avg_sq[...] = beta2 * exp_avg_sq + (1 - beta2) * g * g
+
+
 def sgd_step(
     param: np.ndarray,
     grad: np.ndarray,
@@ -161,13 +187,8 @@ def adam_step(
 ) -> None:
     """Adam; with ``decoupled`` (AdamW) the weight decay shrinks the parameter instead."""
     beta1, beta2 = betas
-    if decoupled:
-        param[...] = param * (1 - lr * weight_decay)
-        g = _effective_grad(param, grad, 0.0, maximize, grad_scale)
-    else:
-        g = _effective_grad(param, grad, weight_decay, maximize, grad_scale)
-    exp_avg[...] = beta1 * exp_avg + (1 - beta1) * g
-    exp_avg_sq[...] = beta2 * exp_avg_sq + (1 - beta2) * g * g
+    g = _decayed_grad(param, grad, lr, weight_decay, decoupled, maximize, grad_scale)
+    _update_moments(exp_avg, exp_avg_sq, g, beta1, beta2)
     bias_correction1 = 1 - beta1**step
     bias_correction2 = 1 - beta2**step
     second = exp_avg_sq
@@ -234,16 +255,11 @@ def nadam_step(
             mu_product *= nadam_mu(t, beta1, momentum_decay)
             if mu_product == 0.0:  # underflowed: it stays zero
                 break
-    if decoupled_weight_decay:
-        param[...] = param * (1 - lr * weight_decay)
-        g = _effective_grad(param, grad, 0.0, maximize, grad_scale)
-    else:
-        g = _effective_grad(param, grad, weight_decay, maximize, grad_scale)
+    g = _decayed_grad(param, grad, lr, weight_decay, decoupled_weight_decay, maximize, grad_scale)
     mu = nadam_mu(step, beta1, momentum_decay)
     mu_next = nadam_mu(step + 1, beta1, momentum_decay)
     mu_product = mu_product * mu
-    exp_avg[...] = beta1 * exp_avg + (1 - beta1) * g
-    exp_avg_sq[...] = beta2 * exp_avg_sq + (1 - beta2) * g * g
+    _update_moments(exp_avg, exp_avg_sq, g, beta1, beta2)
     denom = np.sqrt(exp_avg_sq / (1 - beta2**step)) + eps
     param[...] = param - lr * (1 - mu) / (1 - mu_product) * g / denom
     param[...] = param - lr * mu_next / (1 - mu_product * mu_next) * exp_avg / denom
@@ -266,13 +282,8 @@ def radam_step(
     grad_scale: float = 1.0,
 ) -> None:
     beta1, beta2 = betas
-    if decoupled_weight_decay:
-        param[...] = param * (1 - lr * weight_decay)
-        g = _effective_grad(param, grad, 0.0, maximize, grad_scale)
-    else:
-        g = _effective_grad(param, grad, weight_decay, maximize, grad_scale)
-    exp_avg[...] = beta1 * exp_avg + (1 - beta1) * g
-    exp_avg_sq[...] = beta2 * exp_avg_sq + (1 - beta2) * g * g
+    g = _decayed_grad(param, grad, lr, weight_decay, decoupled_weight_decay, maximize, grad_scale)
+    _update_moments(exp_avg, exp_avg_sq, g, beta1, beta2)
     bias_correction2 = 1 - beta2**step
     m_hat = exp_avg / (1 - beta1**step)
     rho_inf = 2 / (1 - beta2) - 1

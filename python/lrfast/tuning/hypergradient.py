@@ -18,6 +18,7 @@ update itself is lrfast's fused kernel. ``g`` is the gradient as the step uses i
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Sequence
 from typing import Any, ClassVar, Union
@@ -183,11 +184,22 @@ def adam_hd_step(
     return alpha
 
 
+def _arguments(local_names: dict[str, Any]) -> dict[str, Any]:
+    """A constructor's hyperparameters: its arguments but ``self`` and ``params``."""
+    return {k: v for k, v in local_names.items() if k not in ("self", "params", "__class__")}
+
+
 class _HypergradientOptimizer(Optimizer):
     """Shared by SGDHD and AdamHD: the rate is state, learned each step, one rate for all the
     parameters (so one parameter group)."""
 
     _defaults: ClassVar[dict[str, Any]]
+    """Every hyperparameter and its default: read from the subclass's ``__init__`` signature."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        parameters = list(inspect.signature(cls.__init__).parameters.values())[2:]
+        cls._defaults = {p.name: p.default for p in parameters}
 
     def __init__(self, params: Params, hyperparameters: dict[str, Any]) -> None:
         self.current_lr = float(hyperparameters["lr"])
@@ -261,17 +273,6 @@ class SGDHD(_HypergradientOptimizer):
 
     spec = specs.spec("sgd")
 
-    _defaults = {
-        "lr": 1e-2,
-        "hypergrad_lr": 1e-3,
-        "momentum": 0.0,
-        "dampening": 0.0,
-        "weight_decay": 0.0,
-        "maximize": False,
-        "lr_min": 0.0,
-        "lr_max": math.inf,
-    }
-
     def __init__(
         self,
         params: Params,
@@ -285,10 +286,7 @@ class SGDHD(_HypergradientOptimizer):
         lr_min: float = 0.0,
         lr_max: float = math.inf,
     ) -> None:
-        super().__init__(params, {
-            "lr": lr, "hypergrad_lr": hypergrad_lr, "momentum": momentum, "dampening": dampening,
-            "weight_decay": weight_decay, "maximize": maximize, "lr_min": lr_min, "lr_max": lr_max,
-        })  # fmt: skip
+        super().__init__(params, _arguments(locals()))
 
     def _state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
         return ("direction",)
@@ -313,17 +311,6 @@ class AdamHD(_HypergradientOptimizer):
 
     spec = specs.spec("adam")
 
-    _defaults = {
-        "lr": 1e-3,
-        "hypergrad_lr": 1e-7,
-        "betas": (0.9, 0.999),
-        "eps": 1e-8,
-        "weight_decay": 0.0,
-        "maximize": False,
-        "lr_min": 0.0,
-        "lr_max": math.inf,
-    }
-
     def __init__(
         self,
         params: Params,
@@ -337,10 +324,7 @@ class AdamHD(_HypergradientOptimizer):
         lr_min: float = 0.0,
         lr_max: float = math.inf,
     ) -> None:
-        super().__init__(params, {
-            "lr": lr, "hypergrad_lr": hypergrad_lr, "betas": betas, "eps": eps,
-            "weight_decay": weight_decay, "maximize": maximize, "lr_min": lr_min, "lr_max": lr_max,
-        })  # fmt: skip
+        super().__init__(params, _arguments(locals()))
 
     def _state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
         return ("exp_avg", "exp_avg_sq")
