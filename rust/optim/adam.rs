@@ -1,7 +1,8 @@
 use super::spec::{eps, lr, Example, Hyperparameter, Need, Range, Slot, Value};
 use super::spec::{BETAS, MAXIMIZE, WEIGHT_DECAY};
-use super::{bias_correction, effective_grad, weight_decay_terms, Defined, Optimizer, Slots};
+use super::{bias_correction, by_weight_decay, decayed, weight_decay_terms, Defined, Moments};
 use super::{Gradient, Hyperparameters, Spec};
+use super::{Optimizer, Slots};
 use crate::error::Error;
 use crate::parallel::Lanes;
 use crate::real::{max_keep_nan, Real};
@@ -149,11 +150,8 @@ impl<const DECOUPLED: bool> Optimizer for AdamFamily<DECOUPLED> {
     // for the dispatched instruction set rather than the baseline.
     #[inline(always)]
     fn update_piece<T: Real>(&self, s: &AdamScalars, lanes: Lanes<'_, T>) {
-        match (s.l2 != 0.0, DECOUPLED && self.weight_decay != 0.0) {
-            (true, _) => self.piece::<T, true, false>(s, lanes),
-            (false, true) => self.piece::<T, false, true>(s, lanes),
-            (false, false) => self.piece::<T, false, false>(s, lanes),
-        }
+        let shrink = DECOUPLED && self.weight_decay != 0.0;
+        by_weight_decay!(self, s, lanes, l2: s.l2 != 0.0, shrink: shrink)
     }
 }
 
@@ -171,10 +169,7 @@ impl<const DECOUPLED: bool> AdamFamily<DECOUPLED> {
         } = lanes;
         let n = param.len();
         let (grad, exp_avg, exp_avg_sq) = (&grad[..n], &mut exp_avg[..n], &mut exp_avg_sq[..n]);
-        let beta1 = T::from_f64(self.beta1);
-        let one_minus_beta1 = T::from_f64(1.0 - self.beta1);
-        let beta2 = T::from_f64(self.beta2);
-        let one_minus_beta2 = T::from_f64(1.0 - self.beta2);
+        let moments = Moments::<T>::new(self.beta1, self.beta2);
         let eps = T::from_f64(self.eps);
         let step_size = T::from_f64(s.step_size);
         let bc2_sqrt = T::from_f64(s.bias_correction2_sqrt);
@@ -183,10 +178,8 @@ impl<const DECOUPLED: bool> AdamFamily<DECOUPLED> {
         let factor = T::from_f64(s.factor);
         // The moment updates shared by both loops; returns the (AdamW-shrunk) parameter.
         let update = |p: T, g: T, m: &mut T, v: &mut T| -> T {
-            let p = if SHRINK { p * shrink } else { p };
-            let g = effective_grad::<T, L2>(g, p, factor, l2);
-            *m = beta1 * *m + one_minus_beta1 * g;
-            *v = *v * beta2 + one_minus_beta2 * g * g;
+            let (p, g) = decayed::<T, L2, SHRINK>(p, g, shrink, factor, l2);
+            moments.update(m, v, g);
             p
         };
         if self.amsgrad {

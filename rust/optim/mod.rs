@@ -358,6 +358,66 @@ fn effective_grad<T: Real, const L2: bool>(grad: T, param: T, factor: T, weight_
     }
 }
 
+/// The parameter and gradient an update of the Adam family (Adam, AdamW, NAdam, RAdam) uses:
+/// the parameter shrunk by `shrink` first when `SHRINK` (decoupled weight decay), the gradient
+/// as [`effective_grad`] makes it.
+#[inline(always)]
+fn decayed<T: Real, const L2: bool, const SHRINK: bool>(
+    param: T,
+    grad: T,
+    shrink: T,
+    factor: T,
+    l2: T,
+) -> (T, T) {
+    let param = if SHRINK { param * shrink } else { param };
+    (param, effective_grad::<T, L2>(grad, param, factor, l2))
+}
+
+/// Calls `$optimizer.piece::<T, L2, SHRINK>($scalars, $lanes)` with the loop variant the weight
+/// decay needs (L2 in the gradient, the parameter shrunk, or neither), so that each loop is
+/// compiled without the branch.
+macro_rules! by_weight_decay {
+    ($optimizer:ident, $scalars:expr, $lanes:expr, l2: $l2:expr, shrink: $shrink:expr) => {
+        match ($l2, $shrink) {
+            (true, _) => $optimizer.piece::<T, true, false>($scalars, $lanes),
+            (false, true) => $optimizer.piece::<T, false, true>($scalars, $lanes),
+            (false, false) => $optimizer.piece::<T, false, false>($scalars, $lanes),
+        }
+    };
+}
+use by_weight_decay;
+
+/// The first and second moment averages of the Adam family, in the element type:
+/// `m ← β1·m + (1 − β1)·g` and `v ← β2·v + (1 − β2)·g²`, rounded as PyTorch's `lerp_` and
+/// `mul_(β2).addcmul_(g, g, 1 − β2)` are.
+#[derive(Clone, Copy)]
+struct Moments<T> {
+    beta1: T,
+    one_minus_beta1: T,
+    beta2: T,
+    one_minus_beta2: T,
+}
+
+impl<T: Real> Moments<T> {
+    #[inline(always)]
+    fn new(beta1: f64, beta2: f64) -> Self {
+        Moments {
+            beta1: T::from_f64(beta1),
+            one_minus_beta1: T::from_f64(1.0 - beta1),
+            beta2: T::from_f64(beta2),
+            one_minus_beta2: T::from_f64(1.0 - beta2),
+        }
+    }
+
+    /// Updates `m` and `v` with the gradient `g`; returns their new values.
+    #[inline(always)]
+    fn update(&self, m: &mut T, v: &mut T, g: T) -> (T, T) {
+        *m = self.beta1 * *m + self.one_minus_beta1 * g;
+        *v = *v * self.beta2 + self.one_minus_beta2 * g * g;
+        (*m, *v)
+    }
+}
+
 /// Weight decay as the update applies it: `(l2, shrink)`, the coupled (L2) rate added to the
 /// gradient and the factor `1 − lr·weight_decay` on the parameter (decoupled, AdamW's). One of
 /// them is always neutral (0 or 1).

@@ -1,7 +1,8 @@
 use super::spec::{eps, lr, Carried, Example, Hyperparameter, Need, Range, Slot, Value};
 use super::spec::{BETAS, DECOUPLED_WEIGHT_DECAY, MAXIMIZE, WEIGHT_DECAY};
-use super::{bias_correction, effective_grad, weight_decay_terms, Defined, Gradient, Optimizer};
+use super::{bias_correction, by_weight_decay, decayed, weight_decay_terms, Defined, Gradient};
 use super::{Hyperparameters, Slots, Spec};
+use super::{Moments, Optimizer};
 use crate::error::Error;
 use crate::parallel::Lanes;
 use crate::real::Real;
@@ -185,11 +186,7 @@ impl Optimizer for NAdam {
     #[inline(always)]
     fn update_piece<T: Real>(&self, s: &NAdamScalars, lanes: Lanes<'_, T>) {
         let shrink = self.decoupled_weight_decay && self.weight_decay != 0.0;
-        match (s.l2 != 0.0, shrink) {
-            (true, _) => self.piece::<T, true, false>(s, lanes),
-            (false, true) => self.piece::<T, false, true>(s, lanes),
-            (false, false) => self.piece::<T, false, false>(s, lanes),
-        }
+        by_weight_decay!(self, s, lanes, l2: s.l2 != 0.0, shrink: shrink)
     }
 }
 
@@ -207,10 +204,7 @@ impl NAdam {
         } = lanes;
         let n = param.len();
         let (grad, exp_avg, exp_avg_sq) = (&grad[..n], &mut exp_avg[..n], &mut exp_avg_sq[..n]);
-        let beta1 = T::from_f64(self.beta1);
-        let one_minus_beta1 = T::from_f64(1.0 - self.beta1);
-        let beta2 = T::from_f64(self.beta2);
-        let one_minus_beta2 = T::from_f64(1.0 - self.beta2);
+        let moments = Moments::<T>::new(self.beta1, self.beta2);
         let eps = T::from_f64(self.eps);
         let grad_coef = T::from_f64(s.grad_coef);
         let exp_avg_coef = T::from_f64(s.exp_avg_coef);
@@ -219,12 +213,8 @@ impl NAdam {
         let shrink = T::from_f64(s.shrink);
         let factor = T::from_f64(s.factor);
         for i in 0..n {
-            let p = if SHRINK { param[i] * shrink } else { param[i] };
-            let g = effective_grad::<T, L2>(grad[i], p, factor, l2);
-            let m = beta1 * exp_avg[i] + one_minus_beta1 * g;
-            exp_avg[i] = m;
-            let v = exp_avg_sq[i] * beta2 + one_minus_beta2 * g * g;
-            exp_avg_sq[i] = v;
+            let (p, g) = decayed::<T, L2, SHRINK>(param[i], grad[i], shrink, factor, l2);
+            let (m, v) = moments.update(&mut exp_avg[i], &mut exp_avg_sq[i], g);
             let den = (v / bc2).sqrt() + eps;
             // Two rounded additions, as PyTorch's two `addcdiv_` calls.
             let p = p + grad_coef * g / den;
