@@ -200,18 +200,6 @@ fn at_least_one(name: &'static str, value: u64) -> Result<(), Error> {
     }
 }
 
-fn finite(name: &'static str, value: f64) -> Result<(), Error> {
-    if value.is_finite() {
-        Ok(())
-    } else {
-        Err(Error::Hyperparameter {
-            name: name.to_string(),
-            value,
-            expected: "finite",
-        })
-    }
-}
-
 fn positive(name: &'static str, value: f64) -> Result<(), Error> {
     if value.is_finite() && value > 0.0 {
         Ok(())
@@ -254,7 +242,9 @@ fn increasing(name: &'static str, values: &[u64]) -> Result<(), Error> {
 
 /// Cosine interpolation from `from` (at `fraction = 0`) to `to` (at `fraction = 1`).
 fn cosine_between(from: f64, to: f64, fraction: f64) -> f64 {
-    to + (from - to) * (1.0 + cos_pi(fraction)) / 2.0
+    // Halving before the product gives the same bits as PyTorch's `(from − to)·(1 + cos)/2`
+    // (a division by 2 is exact) but cannot overflow for rates near f64::MAX.
+    to + (from - to) * ((1.0 + cos_pi(fraction)) / 2.0)
 }
 
 /// `cos(π·x)`, within an ulp or so of the libm cosine, and cheaper.
@@ -326,7 +316,8 @@ fn kernel_sin(x: f64) -> f64 {
 impl Cyclic {
     /// The position in the cycle as a height in [0, 1], and the amplitude's scale.
     fn height_and_scale(&self, t: u64) -> (f64, f64) {
-        let total = (self.step_size_up + self.step_size_down) as f64;
+        // In u128: the two halves of a cycle may add up past u64.
+        let total = (u128::from(self.step_size_up) + u128::from(self.step_size_down)) as f64;
         let up_ratio = self.step_size_up as f64 / total;
         let t = t as f64;
         let cycle = (1.0 + t / total).floor();
@@ -365,7 +356,18 @@ impl Cyclic {
         }
         at_least_one("step_size_up", self.step_size_up)?;
         at_least_one("step_size_down", self.step_size_down)?;
-        non_negative("gamma", self.gamma)?;
+        if self.mode == CyclicMode::ExpRange {
+            // gamma^t of a gamma above 1 overflows, and 0·∞ at a cycle's end gives NaN.
+            in_range(
+                "gamma",
+                self.gamma,
+                0.0,
+                1.0,
+                "in [0, 1] with mode='exp_range'",
+            )?;
+        } else {
+            non_negative("gamma", self.gamma)?;
+        }
         validate_momentum_range(self.base_momentum, self.max_momentum)
     }
 }
@@ -622,7 +624,7 @@ impl Schedule {
                     Ok(())
                 }
             }
-            Schedule::Lambda { base_lr, .. } => finite("base_lr", *base_lr),
+            Schedule::Lambda { base_lr, .. } => non_negative("base_lr", *base_lr),
         }
     }
 
@@ -681,8 +683,8 @@ impl Schedule {
             } => {
                 // The cosine has period 2·T_max: reducing t exactly first keeps the angle exact
                 // at any step count (cos(π·t/T_max) of a huge t would amplify its rounding).
-                let period = t_max.saturating_mul(2);
-                let phase = if t < period { t } else { t % period };
+                // In u128, as 2·T_max may exceed u64.
+                let phase = u128::from(t) % (2 * u128::from(*t_max));
                 cosine_between(*base_lr, *eta_min, phase as f64 / *t_max as f64)
             }
             Schedule::WarmRestarts {
@@ -771,9 +773,18 @@ impl Schedule {
                     fraction -= i;
                     i
                 } else {
-                    let i = ((1.0 - fraction * (1.0 - t_mul)).ln() / t_mul.ln()).floor();
-                    let done = (1.0 - t_mul.powf(i)) / (1.0 - t_mul);
-                    fraction = (fraction - done) / t_mul.powf(i);
+                    // Keras' closed form; for a t_mul so large that fraction·(t_mul − 1)
+                    // overflows, its logarithm is taken as a sum (the 1 is negligible there).
+                    let grown = 1.0 - fraction * (1.0 - t_mul);
+                    let log_grown = if grown.is_finite() {
+                        grown.ln()
+                    } else {
+                        fraction.ln() + (t_mul - 1.0).ln()
+                    };
+                    let i = (log_grown / t_mul.ln()).floor();
+                    let periods = t_mul.powf(i);
+                    let done = (1.0 - periods) / (1.0 - t_mul);
+                    fraction = (fraction - done) / periods;
                     i
                 };
                 let cosine = m_mul.powf(restarts) * (1.0 + (PI * fraction).cos()) / 2.0;
@@ -878,21 +889,19 @@ fn keras_progress(t: u64, decay_steps: u64, staircase: bool) -> f64 {
 
 /// For warm restarts: (restarts so far, steps into the current period, its length), in integers
 /// so that period boundaries are exact at any step count.
-fn warm_restart_position(t: u64, t_0: u64, t_mult: u64) -> (u64, u64, u64) {
+fn warm_restart_position(t: u64, t_0: u64, t_mult: u64) -> (u64, u64, u128) {
     if t_mult == 1 {
-        return (t / t_0, t % t_0, t_0);
+        return (t / t_0, t % t_0, u128::from(t_0));
     }
-    let (mut restarts, mut start, mut period) = (0u64, 0u64, t_0);
-    // Periods grow geometrically, so this runs at most 64 times.
-    while let Some(next) = start.checked_add(period).filter(|&next| t >= next) {
-        start = next;
+    // In u128: the period we are in may be longer than any u64 step. Periods grow
+    // geometrically, so this runs at most 64 times.
+    let (t, mut restarts, mut start, mut period) = (u128::from(t), 0u64, 0u128, u128::from(t_0));
+    while start + period <= t {
+        start += period;
         restarts += 1;
-        match period.checked_mul(t_mult) {
-            Some(longer) => period = longer,
-            None => break, // a period longer than any u64 step: we are in it
-        }
+        period = period.saturating_mul(u128::from(t_mult));
     }
-    (restarts, t - start, period)
+    (restarts, (t - start) as u64, period)
 }
 
 #[cfg(test)]
@@ -901,6 +910,71 @@ mod tests {
 
     fn rates(schedule: &Schedule, n: u64) -> Vec<f64> {
         (0..n).map(|t| schedule.rate(t).unwrap()).collect()
+    }
+
+    #[test]
+    fn restarts_and_cosines_are_exact_where_u64_periods_overflow() {
+        let warm = |t_0, t_mult| Schedule::WarmRestarts {
+            base_lr: 0.1,
+            t_0,
+            t_mult,
+            eta_min: 0.0,
+            decay: 1.0,
+        };
+        // The third period (2^81 steps) is longer than any u64 step: step 2^53 + 1 is near its
+        // start, at the peak.
+        let rate = warm(2, 1 << 40).rate((1 << 53) + 1).unwrap();
+        assert!((rate - 0.1).abs() < 1e-15, "{rate}");
+        // The second period, 3·2^63, exceeds u64: the last step is a third into it.
+        let rate = warm(1 << 63, 3).rate(u64::MAX).unwrap();
+        assert!((rate - 0.075).abs() < 1e-15, "{rate}");
+        // 2·T_max exceeds u64: step T_max is the cosine's minimum, not a new period.
+        let cosine = |base_lr, t_max| Schedule::Cosine {
+            base_lr,
+            t_max,
+            eta_min: 0.0,
+        };
+        assert_eq!(cosine(0.1, u64::MAX).rate(u64::MAX).unwrap(), 0.0);
+        // A rate near f64::MAX: (from − to)·(1 + cos) would overflow before the halving.
+        assert_eq!(cosine(1e308, 10).rate(0).unwrap(), 1e308);
+        let keras = Schedule::CosineDecayRestarts {
+            initial_learning_rate: 0.1,
+            first_decay_steps: 1,
+            t_mul: 1e308,
+            m_mul: 1.0,
+            alpha: 0.0,
+        };
+        let rate = keras.rate(2).unwrap();
+        assert!((rate - 0.1).abs() < 1e-15, "{rate}");
+    }
+
+    #[test]
+    fn exp_range_refuses_a_growing_gamma() {
+        let cyclic = |gamma| {
+            Schedule::Cyclic(Cyclic {
+                base_lr: 0.1,
+                max_lr: 1.0,
+                step_size_up: 1,
+                step_size_down: 1,
+                mode: CyclicMode::ExpRange,
+                gamma,
+                base_momentum: 0.8,
+                max_momentum: 0.9,
+            })
+        };
+        assert!(cyclic(2.0).validate().is_err());
+        // Found by the adversarial suite: halves of 2^63 steps each overflowed u64 (NaN).
+        let long = Schedule::Cyclic(Cyclic {
+            step_size_up: 1 << 63,
+            step_size_down: 1 << 63,
+            ..match cyclic(1.0) {
+                Schedule::Cyclic(c) => c,
+                _ => unreachable!(),
+            }
+        });
+        assert_eq!(long.rate(1 << 62).unwrap(), 0.55);
+        assert!(cyclic(0.99).validate().is_ok());
+        assert!(cyclic(0.99).rate(1_000_000).unwrap().is_finite());
     }
 
     #[test]
@@ -928,7 +1002,8 @@ mod tests {
         assert_eq!(warm_restart_position(2, 2, 3), (1, 0, 6));
         assert_eq!(warm_restart_position(7, 2, 3), (1, 5, 6));
         assert_eq!(warm_restart_position(8, 2, 3), (2, 0, 18));
-        assert_eq!(warm_restart_position(u64::MAX, 1, 2), (64, 0, 1 << 63));
+        // The 65th period (2^64 steps) starts at the last u64 step.
+        assert_eq!(warm_restart_position(u64::MAX, 1, 2), (64, 0, 1 << 64));
     }
 
     #[test]

@@ -23,9 +23,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: igno
         terminalreporter.section("worst error vs reference (units of dtype eps)")
         for (kernel, dtype), err in sorted(worst.items()):
             terminalreporter.write_line(f"{kernel:10s} {dtype:8s} {err:8.2f}")
-    bad = getattr(sys.modules.get("test_bad_input"), "TRIED", None)
-    if bad:
-        terminalreporter.section("bad inputs")
-        terminalreporter.write_line(
-            f"{bad['bad inputs']} bad inputs tried, {bad['arrays changed']} left an array changed"
-        )
+    tally = getattr(sys.modules.get("adversarial"), "report_lines", None)
+    if tally is not None and tally():
+        terminalreporter.section("adversarial suite, per family")
+        for line in tally():
+            terminalreporter.write_line(line)

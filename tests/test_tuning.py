@@ -318,3 +318,43 @@ def test_demo_command_writes_a_report(tmp_path: Path) -> None:
         assert (out / f"{png}.png").stat().st_size > 1000
     with pytest.raises(SystemExit):
         demo.main(["--sections", "nope"])
+
+
+def test_sgd_hd_without_momentum_checks_everything_before_writing_the_direction() -> None:
+    def call(**change: Any) -> dict[str, Any]:
+        args: dict[str, Any] = {
+            "param": [np.ones(4, np.float32), np.ones(3, np.float32)],
+            "grad": [np.full(4, 0.5, np.float32), np.full(3, 0.5, np.float32)],
+            "direction": [np.full(4, 2.0, np.float32), np.full(3, 2.0, np.float32)],
+            "step": 2,
+            "lr": 0.1,
+        }
+        args.update(change)
+        return args
+
+    shared = np.ones(4, np.float32)
+    misaligned = np.frombuffer(np.zeros(4 * 4 + 1, np.uint8).data, np.float32, 4, offset=1)
+    read_only = np.ones(3, np.float32)
+    read_only.flags.writeable = False
+    gs = [np.full(3, 1.0, np.float32), np.full(3, 7.0, np.float32)]
+    cases = [
+        call(step=2**64),
+        call(hypergrad_lr=1e308),
+        call(param=[shared, shared[:3]]),
+        call(param=[np.ones(4, np.float32), np.ones(3, np.float64)]),
+        call(param=[misaligned, np.ones(3, np.float32)]),
+        call(grad=[misaligned, np.full(3, 0.5, np.float32)]),
+        call(param=[np.ones(4, np.float32), read_only]),
+        call(param=[np.ones(4, np.float16), np.ones(3, np.float16)]),
+    ]
+    for args in cases:
+        before = [d.copy() for d in args["direction"]]
+        with pytest.raises((TypeError, ValueError)):
+            lrfast.sgd_hd_step(**args)
+        for d, b in zip(args["direction"], before):
+            np.testing.assert_array_equal(d, b)
+    # A direction that is another element's gradient: refused, the gradient unchanged.
+    params = [np.ones(3, np.float32) for _ in gs]
+    with pytest.raises(ValueError, match=r"grad\[0\] and direction\[1\] share memory"):
+        lrfast.sgd_hd_step(params, gs, [np.zeros(3, np.float32), gs[0]], step=1, lr=0.1)
+    assert (gs[0] == 1).all() and (params[0] == 1).all()

@@ -8,6 +8,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from .checks import real_number
 from .optim import Optimizer
 
 __all__ = ["ReduceLROnPlateau", "EarlyStopping"]
@@ -118,7 +119,7 @@ class ReduceLROnPlateau:
 
     def step(self, metric: float) -> float:
         """Records one evaluation of the metric; returns the rate in force afterwards."""
-        current = float(metric)
+        current = real_number(metric, "metric")
         self.last_epoch += 1
         if self.is_better(current, self.best):
             self.best = current
@@ -237,7 +238,7 @@ class EarlyStopping:
     def step(self, metric: float) -> bool:
         """Records one evaluation; True when training should stop (parameters restored then,
         with ``restore_best``)."""
-        current = float(metric)
+        current = real_number(metric, "metric")
         self.step_count += 1
         if self._improves(current):
             self.best = current

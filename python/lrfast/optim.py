@@ -13,6 +13,7 @@ import math
 import os
 import tempfile
 import threading
+import zipfile
 from collections.abc import Sequence
 from typing import Any, Callable, ClassVar, Optional, Protocol, Union
 
@@ -771,16 +772,45 @@ class Optimizer:
         )
 
     def load(self, path: Union[str, os.PathLike[str]]) -> None:
-        """Restores a state written by :meth:`save`, atomically (see :meth:`load_state_dict`)."""
-        with np.load(path, allow_pickle=False) as data:
-            meta = json.loads(str(data["__meta__"]))
-            for group in meta["param_groups"]:
+        """Restores a state written by :meth:`save`, atomically (see :meth:`load_state_dict`);
+        a file that is not such a checkpoint is a ``ValueError`` naming what is wrong."""
+        with open(path, "rb") as file:
+            try:
+                data = np.load(file, allow_pickle=False)
+            except (ValueError, EOFError, OSError, zipfile.BadZipFile) as e:
+                raise ValueError(f"{os.fspath(path)!r} is not a readable checkpoint: {e}") from None
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError(f"{os.fspath(path)!r} is not an lrfast checkpoint (not .npz)")
+            self._load_npz(data, path)
+
+    def _load_npz(self, data: Any, path: Union[str, os.PathLike[str]]) -> None:
+        with data:
+            if "__meta__" not in data.files:
+                raise ValueError(f"{os.fspath(path)!r} is not an lrfast checkpoint (no __meta__)")
+            try:
+                meta = json.loads(str(data["__meta__"]))
+            except (ValueError, RecursionError) as e:
+                raise ValueError(f"the checkpoint's metadata is not valid: {e}") from None
+            groups, names = _checkpoint_layout(meta)
+            for g, group in enumerate(groups):
                 if isinstance(group.get("lr"), dict):
-                    group["lr"] = from_dict(group["lr"]["schedule"])
-            state = [
-                {name: data[f"state/{i}/{name}"] for name in names}
-                for i, names in enumerate(meta.pop("state_names"))
-            ]
+                    try:
+                        group["lr"] = from_dict(group["lr"].get("schedule"))
+                    except (TypeError, ValueError, RecursionError) as e:
+                        raise ValueError(
+                            f"the checkpoint's param_groups[{g}]['lr'] is not a schedule: {e}"
+                        ) from None
+            state = []
+            for i, entry in enumerate(names):
+                keys = [f"state/{i}/{name}" for name in entry]
+                missing = [key for key in keys if key not in data.files]
+                if missing:
+                    raise ValueError(f"the checkpoint has no array {missing[0]!r}")
+                try:
+                    state.append({name: data[key] for name, key in zip(entry, keys)})
+                except (ValueError, EOFError, OSError, zipfile.BadZipFile) as e:
+                    raise ValueError(f"the checkpoint's state/{i} is not readable: {e}") from None
+        del meta["state_names"]
         self.load_state_dict({**meta, "state": state})
 
     def __repr__(self) -> str:
@@ -796,6 +826,21 @@ class Optimizer:
             for g, group in enumerate(self.param_groups)
         ]
         return "\n".join([*lines, ")"])
+
+
+def _checkpoint_layout(meta: Any) -> tuple[list[dict[str, Any]], list[list[str]]]:
+    """The groups and the state names of a checkpoint's metadata, checked for the shape
+    :meth:`Optimizer.load` reads (the values are :meth:`Optimizer.load_state_dict`'s to check)."""
+    if not isinstance(meta, dict):
+        raise ValueError("the checkpoint's metadata must be a JSON object")
+    groups, names = meta.get("param_groups"), meta.get("state_names")
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        raise ValueError("the checkpoint's param_groups must be a list of objects")
+    if not isinstance(names, list) or not all(
+        isinstance(entry, list) and all(isinstance(n, str) for n in entry) for entry in names
+    ):
+        raise ValueError("the checkpoint's state_names must be a list of lists of names")
+    return groups, names
 
 
 def _by_dtype(arrays: list[np.ndarray], indices: range) -> list[list[int]]:

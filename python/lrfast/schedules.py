@@ -96,7 +96,7 @@ class Schedule(_lrfast.Schedule):
         array = np.asarray(steps)
         if array.size == 0:
             return np.empty(array.shape, dtype=np.float64)
-        if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
+        if array.dtype.kind not in "iu":  # not bool, and not timedelta64 (a NumPy integer)
             raise TypeError(f"steps must be integers, got dtype {array.dtype}")
         low = array.min()
         if low < 0:
@@ -171,6 +171,8 @@ def _decode(value: Any) -> Any:
 
 def from_dict(description: dict[str, Any]) -> Schedule:
     """Rebuilds a schedule from :meth:`Schedule.to_dict`'s description."""
+    if not isinstance(description, dict):
+        raise TypeError(f"a schedule description must be a dict, got {type(description).__name__}")
     params = dict(description)
     name = params.pop("type", None)
     cls = Schedule._registry.get(str(name))

@@ -5,7 +5,7 @@ use half::{bf16, f16};
 use numpy::{dtype, PyArrayDescr, PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyFloat, PyList, PyTuple};
+use pyo3::types::{PyBool, PyFloat, PyList, PyString, PyTuple};
 
 use crate::optim::Slots;
 use crate::Error;
@@ -328,4 +328,44 @@ fn check_unused_states(slots: &Slots, states: &[Option<&Bound<'_, PyAny>>]) -> P
         }
     }
     Ok(())
+}
+
+/// A real number argument; `bool` and strings are refused, naming the argument.
+pub(super) fn real(name: &str, object: &Bound<'_, PyAny>) -> PyResult<f64> {
+    real_value(object).ok_or_else(|| kind_error(name, "a real number", object))
+}
+
+/// `object` as a real number, or `None` for anything else (`bool` and strings included).
+pub(super) fn real_value(object: &Bound<'_, PyAny>) -> Option<f64> {
+    if object.is_instance_of::<PyFloat>() {
+        // The common case, without the generic conversion.
+        return object.extract::<f64>().ok();
+    }
+    if object.is_instance_of::<PyBool>() || object.is_instance_of::<PyString>() {
+        return None;
+    }
+    object.extract::<f64>().ok()
+}
+
+/// A flag argument: `True` or `False` (NumPy's bools too), not a number.
+pub(super) fn flag(name: &str, object: &Bound<'_, PyAny>) -> PyResult<bool> {
+    object
+        .extract::<bool>()
+        .map_err(|_| kind_error(name, "True or False", object))
+}
+
+/// A `TypeError`: argument `name` must be `expected`, shown with what it got.
+pub(super) fn kind_error(name: &str, expected: &str, object: &Bound<'_, PyAny>) -> PyErr {
+    let shown = object
+        .repr()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| "?".into());
+    let type_name = object
+        .get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "?".into());
+    PyTypeError::new_err(format!(
+        "{name} must be {expected}, got {shown} ({type_name})"
+    ))
 }

@@ -5,16 +5,38 @@ use numpy::{Element, PyArrayDyn, PyArrayMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use super::args::{checked_grads, dtype_of, ArrayArg, DType};
+use super::args::{checked_grads, dtype_of, flag, real, ArrayArg, DType};
 use super::claims::{byte_ranges, check_no_overlap, check_writeable, claim, in_flight};
 use super::slices::{not_contiguous, GradSlices};
 use crate::clip;
+
+// The arguments PyO3 parses for these functions, each refusing `bool` and strings where a
+// number is due (and numbers where a flag is), naming itself.
+fn max_norm(object: &Bound<'_, PyAny>) -> PyResult<f64> {
+    real("max_norm", object)
+}
+
+fn norm_type(object: &Bound<'_, PyAny>) -> PyResult<f64> {
+    real("norm_type", object)
+}
+
+fn clip_value(object: &Bound<'_, PyAny>) -> PyResult<f64> {
+    real("clip_value", object)
+}
+
+fn error_if_nonfinite(object: &Bound<'_, PyAny>) -> PyResult<bool> {
+    flag("error_if_nonfinite", object)
+}
 
 /// The global `norm_type`-norm of `grads` (one array or a list), which are only read: what
 /// `clip_grad_norm` computes, for clipping fused into an update with `grad_scale`.
 #[pyfunction]
 #[pyo3(signature = (grads, norm_type=2.0))]
-pub(super) fn grad_norm(py: Python<'_>, grads: &Bound<'_, PyAny>, norm_type: f64) -> PyResult<f64> {
+pub(super) fn grad_norm(
+    py: Python<'_>,
+    grads: &Bound<'_, PyAny>,
+    #[pyo3(from_py_with = norm_type)] norm_type: f64,
+) -> PyResult<f64> {
     check_norm_type(norm_type)?;
     let args = checked_grads(py, grads)?;
     in_flight::check(&byte_ranges(args.iter().map(|arg| (false, arg))))?;
@@ -83,9 +105,9 @@ pub(super) fn with_grads<R: Send>(
 pub(super) fn clip_grad_norm(
     py: Python<'_>,
     grads: &Bound<'_, PyAny>,
-    max_norm: f64,
-    norm_type: f64,
-    error_if_nonfinite: bool,
+    #[pyo3(from_py_with = max_norm)] max_norm: f64,
+    #[pyo3(from_py_with = norm_type)] norm_type: f64,
+    #[pyo3(from_py_with = error_if_nonfinite)] error_if_nonfinite: bool,
 ) -> PyResult<f64> {
     if !(max_norm >= 0.0 && max_norm.is_finite()) {
         return Err(PyValueError::new_err(format!(
@@ -115,7 +137,7 @@ pub(super) fn clip_grad_norm(
 pub(super) fn clip_grad_value(
     py: Python<'_>,
     grads: &Bound<'_, PyAny>,
-    clip_value: f64,
+    #[pyo3(from_py_with = clip_value)] clip_value: f64,
 ) -> PyResult<()> {
     if clip_value.is_nan() || clip_value < 0.0 {
         return Err(PyValueError::new_err(format!(

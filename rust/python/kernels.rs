@@ -6,9 +6,10 @@ use half::{bf16, f16};
 use numpy::{dtype, PyArrayDescrMethods, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyFloat, PyList, PyString, PyTuple};
+use pyo3::types::{PyBool, PyDict, PyList, PyString, PyTuple};
 
-use super::args::{check_layout, check_like, dtype_of, gather, parse_step, DType};
+use super::args::{check_layout, check_like, dtype_of, gather, kind_error, parse_step, real};
+use super::args::{flag, real_value, DType};
 use super::claims::claim_tensors;
 use super::schedule::LearningRate;
 use super::slices::{mixed_lanes, plain_lanes};
@@ -136,31 +137,11 @@ impl Call<'_, '_> {
     }
 }
 
-/// A real number argument; `bool` and strings are refused, naming the argument.
-fn real(name: &str, object: &Bound<'_, PyAny>) -> PyResult<f64> {
-    real_value(object).ok_or_else(|| kind_error(name, "a real number", object))
-}
-
-/// `object` as a real number, or `None` for anything else (`bool` and strings included).
-fn real_value(object: &Bound<'_, PyAny>) -> Option<f64> {
-    if object.is_instance_of::<PyFloat>() {
-        // The common case, without the generic conversion.
-        return object.extract::<f64>().ok();
-    }
-    if object.is_instance_of::<PyBool>() || object.is_instance_of::<PyString>() {
-        return None;
-    }
-    object.extract::<f64>().ok()
-}
-
 /// `object` as a value of the kind `default` has.
 fn value(name: &str, default: Value, object: &Bound<'_, PyAny>) -> PyResult<Value> {
     match default {
         Value::Real(_) => Ok(Value::Real(real(name, object)?)),
-        Value::Flag(_) => object
-            .extract::<bool>()
-            .map(Value::Flag)
-            .map_err(|_| kind_error(name, "True or False", object)),
+        Value::Flag(_) => flag(name, object).map(Value::Flag),
         Value::Pair(..) => {
             let pair = || kind_error(name, "a sequence of two real numbers", object);
             let (first, second) = if let Ok(tuple) = object.cast::<PyTuple>() {
@@ -184,21 +165,6 @@ fn value(name: &str, default: Value, object: &Bound<'_, PyAny>) -> PyResult<Valu
             Ok(Value::Pair(entry(0, &first)?, entry(1, &second)?))
         }
     }
-}
-
-fn kind_error(name: &str, expected: &str, object: &Bound<'_, PyAny>) -> PyErr {
-    let shown = object
-        .repr()
-        .map(|r| r.to_string())
-        .unwrap_or_else(|_| "?".into());
-    let type_name = object
-        .get_type()
-        .name()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| "?".into());
-    PyTypeError::new_err(format!(
-        "{name} must be {expected}, got {shown} ({type_name})"
-    ))
 }
 
 /// Checks `value` for the hyperparameter `name` of the optimizer `optimizer`, by its spec, with

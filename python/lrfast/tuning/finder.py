@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Union
 
 import numpy as np
 
+from ..checks import real_number
+
 if TYPE_CHECKING:
     from ..optim import Optimizer
 
@@ -274,7 +276,7 @@ def lr_range_test(
             loss, grads = loss_fn(rng)
             optimizer.lr = float(np.atleast_1d(lr)[0])
             optimizer.step(grads)
-            return float(loss)
+            return real_number(loss, "loss_fn's loss")
 
     else:
         assert step_fn is not None
@@ -283,7 +285,8 @@ def lr_range_test(
         def train(lr: Any) -> float:
             assert step_fn is not None
             value = tuple(float(x) for x in lr) if np.ndim(lr) else float(lr)
-            return float(step_fn(value, rng=rng) if takes_rng else step_fn(value))
+            loss = step_fn(value, rng=rng) if takes_rng else step_fn(value)
+            return real_number(loss, f"step_fn({value})")
 
     losses: list[float] = []
     smoothed: list[float] = []

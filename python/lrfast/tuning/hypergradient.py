@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Union
 
 import numpy as np
 
-from .. import kernels, specs
+from .. import _lrfast, kernels, specs
 from ..optim import Optimizer, Params, as_array_list, is_low_precision
 
 __all__ = ["sgd_hd_step", "adam_hd_step", "SGDHD", "AdamHD"]
@@ -50,7 +50,12 @@ def _check(
 
 def _lists(**arrays: Arrays) -> dict[str, list[np.ndarray]]:
     """Each argument as a list, checked for matching count, shape and dtype against param."""
-    out = {name: as_array_list(value, name) for name, value in arrays.items()}
+    # Subclasses (np.matrix) are viewed as plain arrays: the dot products and the update are
+    # elementwise, as the kernels treat them.
+    out = {
+        name: [a.view(np.ndarray) for a in as_array_list(value, name)]
+        for name, value in arrays.items()
+    }
     params = out["param"]
     for name, items in out.items():
         if len(items) != len(params):
@@ -80,6 +85,39 @@ def _dot(pairs: list[tuple[np.ndarray, np.ndarray]]) -> float:
 
 def _clamp(value: float, low: float, high: float) -> float:
     return min(max(value, low), high)
+
+
+def _check_before_writing(arrays: dict[str, list[np.ndarray]], step: int, alpha: float) -> None:
+    """Refuses, before ``direction`` is written, what the SGD kernel would refuse after: the step
+    and the new rate (by the kernel's own checks, on empty arrays), parameters of two dtypes,
+    arrays it cannot read or write in place, and any written array sharing memory with another
+    array of the call."""
+    kernels.sgd_step(np.empty(0), np.empty(0), step=step, lr=alpha)
+    params = arrays["param"]
+    for i, p in enumerate(params):
+        if p.dtype not in (np.float32, np.float64):
+            raise TypeError(f"param[{i}] has dtype {p.dtype}; SGD-HD updates float32 and float64")
+        if p.dtype != params[0].dtype:
+            raise TypeError(
+                f"param[{i}] has dtype {p.dtype} but param[0] has {params[0].dtype}; one call "
+                "updates parameters of one dtype"
+            )
+    named = [
+        (f"{name}[{i}]", a, name != "grad")
+        for name, items in arrays.items()
+        for i, a in enumerate(items)
+    ]
+    for label, a, written in named:
+        if not (a.flags.c_contiguous and a.flags.aligned):
+            raise ValueError(f"{label} must be C-contiguous and aligned")
+        if written and not a.flags.writeable:
+            raise ValueError(f"{label} is read-only; the update writes it")
+    pair = _lrfast.first_overlap([a for _, a, _ in named], [w for _, _, w in named])
+    if pair is not None:
+        raise ValueError(
+            f"{named[pair[0]][0]} and {named[pair[1]][0]} share memory; the update writes one of "
+            "them"
+        )
 
 
 def sgd_hd_step(
@@ -120,13 +158,9 @@ def sgd_hd_step(
             momentum=momentum, dampening=dampening, weight_decay=weight_decay, maximize=maximize,
         )  # fmt: skip
         return alpha
-    # Without momentum the direction is the effective gradient itself: keep it, then step.
-    for i, (p, g, d) in enumerate(zip(arrays["param"], arrays["grad"], arrays["direction"])):
-        for name, a in (("param", p), ("direction", d)):
-            if not (a.flags.writeable and a.flags.c_contiguous):
-                raise ValueError(f"{name}[{i}] must be writeable and C-contiguous")
-        if np.shares_memory(d, p) or np.shares_memory(d, g):
-            raise ValueError(f"direction[{i}] shares memory with param[{i}] or grad[{i}]")
+    # Without momentum the direction is the effective gradient itself: it is written before the
+    # kernel runs, so everything the kernel would refuse is checked first.
+    _check_before_writing(arrays, step, alpha)
     for p, g, d in zip(arrays["param"], arrays["grad"], arrays["direction"]):
         np.negative(g, out=d) if maximize else np.copyto(d, g)
         if weight_decay:

@@ -12,6 +12,8 @@ from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
+from ..checks import real_number
+
 __all__ = ["sensitivity", "SensitivityResult", "diagnose", "Diagnosis", "log_grid"]
 
 
@@ -86,14 +88,16 @@ def _normalize(lr: float, outcome: Any) -> tuple[float, float, Optional[float], 
     """train_fn may return a loss, or a dict with ``loss`` (final), optionally ``best``,
     ``metric`` and ``history`` (the loss curve)."""
     if isinstance(outcome, dict):
-        final = float(outcome["loss"])
+        final = real_number(outcome["loss"], f"train_fn({lr})['loss']")
         history = outcome.get("history")
         best = outcome.get("best")
         if best is None:
             best = np.nanmin(history) if history is not None and len(history) else final
         metric = outcome.get("metric")
-        return final, float(best), None if metric is None else float(metric), history
-    final = float(outcome)
+        best = real_number(best, f"train_fn({lr})['best']")
+        metric = None if metric is None else real_number(metric, f"train_fn({lr})['metric']")
+        return final, best, metric, history
+    final = real_number(outcome, f"train_fn({lr})")
     return final, final, None, None
 
 
