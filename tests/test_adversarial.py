@@ -322,6 +322,15 @@ def test_a_broken_checkpoint_file_is_refused_naming_what_is_wrong(tmp_path: Path
     attempt("checkpoint files", lambda: target.load(nested), naming="metadata")
     attempt("checkpoint files", lambda: opt.save(tmp_path), rejects=(IsADirectoryError,),
             naming="directory")  # fmt: skip
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    attempt("checkpoint files", lambda: opt.save(pipe), naming="not a regular file")
+    assert pipe.is_fifo()
+    link = tmp_path / "link.npz"
+    link.symlink_to(good)
+    attempt("checkpoint files", lambda: opt.save(link), rejects=None)
+    assert link.is_symlink()
+    attempt("checkpoint files", lambda: target.load(link), rejects=None)
 
 
 # -- schedule edges, against exact integer arithmetic ----------------------------------------

@@ -104,6 +104,11 @@ def _write_atomically(path: Union[str, os.PathLike[str]], write: Callable[[Any],
     target = os.fspath(path)
     if os.path.isdir(target):
         raise IsADirectoryError(f"path {target!r} is a directory; give a file name")
+    # A symlink's file is replaced, not the link; a device or a pipe is refused, as renaming
+    # over it would replace the node itself (save("/dev/full") must not remove /dev/full).
+    target = os.path.realpath(target)
+    if os.path.exists(target) and not os.path.isfile(target):
+        raise ValueError(f"path {os.fspath(path)!r} is not a regular file")
     folder = os.path.dirname(os.path.abspath(target))
     handle, temporary = tempfile.mkstemp(prefix=".lrfast-", suffix=".tmp", dir=folder)
     try:
