@@ -231,3 +231,29 @@ def test_the_hypergradient_optimizers_have_real_signatures_and_one_group() -> No
         opt.add_param_group({"params": [np.ones(2)]})
     with pytest.raises(TypeError):
         lrfast.SGDHD([np.ones(3)], lrr=0.1)  # type: ignore[call-arg]
+
+
+def test_the_one_call_step_falls_back_to_the_named_checks() -> None:
+    """After the first step a step is one kernel call; whatever it refuses is still refused
+    with the caller's names, nothing changed."""
+    params = [np.ones(3, np.float32), np.ones(2, np.float32)]
+    opt = lrfast.Adam(params, lr=0.1)
+    opt.step([np.ones(3, np.float32), np.ones(2, np.float32)])
+    before = [p.copy() for p in params]
+    cases: list[tuple[Any, str]] = [
+        ([np.ones(3, np.float32), np.ones(2, np.float64)], r"grads\[1\] has dtype"),
+        ([np.ones(3, np.float32)], "expected 2 gradients"),
+        ([np.ones(3, np.float32), params[1]], r"grads\[1\] and params\[1\] share memory"),
+        ([np.ones(3, np.float32), opt.state[1]["exp_avg"]], r"grads\[1\] and state\[1\]"),
+    ]
+    for grads, message in cases:
+        with pytest.raises((TypeError, ValueError), match=message):
+            opt.step(grads)
+        assert same_bits(params, before) and opt.step_count == 1
+    del opt.param_groups[0]["eps"]
+    with pytest.raises(ValueError, match=r"param_groups\[0\]: a parameter group has no 'eps'"):
+        opt.step([np.ones(3, np.float32), np.ones(2, np.float32)])
+    assert same_bits(params, before)
+    opt.param_groups[0]["eps"] = 1e-8
+    opt.step(iter([np.ones(3, np.float32), np.ones(2, np.float32)]))
+    assert opt.step_count == 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import operator
 import os
 import tempfile
 import threading
@@ -225,6 +226,7 @@ class Optimizer:
         if max_grad_norm is not None and not (np.isfinite(max_grad_norm) and max_grad_norm >= 0):
             raise ValueError(f"max_grad_norm must be finite and >= 0, got {max_grad_norm}")
         self.defaults: dict[str, Any] = _normalized({**self._default_values(), **defaults})
+        self._hyperparameter_values = operator.itemgetter(*self._default_values())
         """The constructor's hyperparameters: what a group that does not set a value gets."""
         self.master_weights = bool(master_weights)
         self.max_grad_norm = max_grad_norm
@@ -241,6 +243,9 @@ class Optimizer:
         # whose values changed (a scheduler writing param_groups[i]["lr"]).
         self._checked: list[tuple[Any, ...]] = []
         self._scaled: dict[int, tuple[float, Schedule, Schedule]] = {}
+        # The state names of a step that is one kernel call (one group, one dtype, state
+        # created, values as checked), or None: see _one_call_step.
+        self._one_call: Optional[tuple[str, ...]] = None
         self._stepping = threading.Lock()
         for group in self._new_groups(params):
             self._append_group(group)
@@ -302,6 +307,7 @@ class Optimizer:
         self.state += [{} for _ in group["params"]]
         self._counters.append(_GroupCounters())
         self._checked.append(self._checked_values(group))
+        self._one_call = None
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Adds a group of parameters, as ``torch.optim.Optimizer.add_param_group``: a dict with
@@ -356,6 +362,7 @@ class Optimizer:
         for g, group in enumerate(self.param_groups):
             group["lr"] = value
             self._checked[g] = self._checked_values(group)
+        self._one_call = None
         self.lr_scale = 1.0
 
     @property
@@ -417,7 +424,11 @@ class Optimizer:
 
     # -- checks ------------------------------------------------------------------------------
     def _checked_values(self, group: dict[str, Any]) -> tuple[Any, ...]:
-        return tuple(group.get(name) for name in self._default_values())
+        """The group's hyperparameter values, to tell whether they changed since checked."""
+        try:
+            return self._hyperparameter_values(group)  # type: ignore[no-any-return]
+        except KeyError as e:
+            raise ValueError(f"a parameter group has no {e.args[0]!r}") from None
 
     def _check_group(self, group: dict[str, Any]) -> None:
         """Checks a group's hyperparameters, with the kernel's own messages: an update of empty
@@ -452,13 +463,17 @@ class Optimizer:
                 "add_param_group"
             )
         for g, group in enumerate(self.param_groups):
-            values = self._checked_values(group)
+            try:
+                values = self._checked_values(group)
+            except ValueError as e:
+                raise ValueError(f"param_groups[{g}]: {e}") from None
             if values != self._checked[g]:
                 try:
                     self._check_group(group)
                 except (TypeError, ValueError) as e:
                     raise type(e)(f"param_groups[{g}]: {e}") from None
                 self._checked[g] = values
+                self._one_call = None
 
     def _check_grads(self, grads: Params) -> list[np.ndarray]:
         self._check_groups_unchanged()
@@ -512,6 +527,8 @@ class Optimizer:
             self._stepping.release()
 
     def _step(self, grads: Params) -> None:
+        if self._one_call_step(grads):
+            return
         grads = self._check_grads(grads)
         params = self.params
         grad_scale = 1.0
@@ -547,6 +564,49 @@ class Optimizer:
             if self.spec.carried is not None and result is not None:
                 counters.carried = float(result)
         self.step_count += 1
+        group = self.param_groups[0]
+        if (
+            len(self.param_groups) == 1
+            and group["params"]
+            and len(_by_dtype(params, range(len(params)))) == 1
+        ):
+            self._one_call = self._state_names(group)
+
+    def _one_call_step(self, grads: Params) -> bool:
+        """The step as one kernel call, without the Python checks, when that is all a step is:
+        one group of one dtype, its state created, its values as last checked, no clipping.
+        The kernel checks every argument before it writes any; if it refuses, nothing changed
+        and False sends the step through the full checks, which name the argument at fault
+        (``grads[i]``, as the caller wrote it). Returns whether the step was taken."""
+        names = self._one_call
+        if names is None or self.max_grad_norm is not None:
+            return False
+        if isinstance(grads, np.ndarray):
+            grads = [grads]
+        elif not isinstance(grads, (list, tuple)):
+            return False  # an iterator is read once, by the full checks
+        group = self.param_groups[0]
+        params = group["params"]
+        try:
+            if len(params) != len(self.state) or self._checked_values(group) != self._checked[0]:
+                return False
+        except ValueError:
+            return False
+        step = self._counters[0].step + 1
+        kwargs = self._kernel_kwargs(0, step)
+        if self._has_master(params[0]):
+            kwargs["master"] = [s["master"] for s in self.state]
+        try:
+            states = {n: [s[n] for s in self.state] for n in names}
+            result = self._kernel(params, grads, **states, step=step, **kwargs)
+        except (KeyError, TypeError, ValueError):
+            return False
+        counters = self._counters[0]
+        counters.step = step
+        if self.spec.carried is not None and result is not None:
+            counters.carried = float(result)
+        self.step_count += 1
+        return True
 
     def _global_norm(self, grads: list[np.ndarray]) -> float:
         """The ``grad_norm_type``-norm of all gradients, whatever their dtypes: one norm per
@@ -637,6 +697,7 @@ class Optimizer:
         self.param_groups = groups
         self._counters = counters
         self._checked = [self._checked_values(group) for group in groups]
+        self._one_call = None
         self._scaled = {}
         self.step_count = step
         scalars = dict(scalars)
