@@ -199,3 +199,14 @@ def test_max_grad_norm_clips_before_the_update() -> None:
         assert a.tobytes() == b.tobytes()
     with pytest.raises(ValueError, match="max_grad_norm"):
         lrfast.Adam(np.zeros(3), max_grad_norm=-1.0)
+
+
+def test_clipping_options_are_checked_at_construction_naming_them() -> None:
+    for kwargs, error, name in [
+        ({"max_grad_norm": "1"}, TypeError, "max_grad_norm"),
+        ({"max_grad_norm": -1.0}, ValueError, "max_grad_norm"),
+        ({"max_grad_norm": 1.0, "grad_norm_type": -1.0}, ValueError, "grad_norm_type"),
+        ({"max_grad_norm": 1.0, "grad_norm_type": "2"}, TypeError, "grad_norm_type"),
+    ]:
+        with pytest.raises(error, match=name):
+            lrfast.SGD(make_params(), lr=0.1, **kwargs)

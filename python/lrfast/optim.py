@@ -22,6 +22,7 @@ import numpy as np
 
 from . import _lrfast, kernels, specs
 from ._lrfast import grad_norm
+from .checks import real_number
 from .schedules import Constant, Product, Schedule, from_dict
 from .specs import OptimizerSpec
 
@@ -223,11 +224,17 @@ class Optimizer:
         cycle_momentum: bool = False,
         master_weights: bool = False,
     ) -> None:
-        if max_grad_norm is not None and not (np.isfinite(max_grad_norm) and max_grad_norm >= 0):
-            raise ValueError(f"max_grad_norm must be finite and >= 0, got {max_grad_norm}")
+        if max_grad_norm is not None:
+            max_grad_norm = real_number(max_grad_norm, "max_grad_norm")
+            if not (math.isfinite(max_grad_norm) and max_grad_norm >= 0):
+                raise ValueError(f"max_grad_norm must be finite and >= 0, got {max_grad_norm}")
+            try:
+                grad_norm([], norm_type=grad_norm_type)  # the kernels' check of the order
+            except (TypeError, ValueError) as e:
+                raise type(e)(str(e).replace("norm_type", "grad_norm_type", 1)) from None
         self.defaults: dict[str, Any] = _normalized({**self._default_values(), **defaults})
-        self._hyperparameter_values = operator.itemgetter(*self._default_values())
         """The constructor's hyperparameters: what a group that does not set a value gets."""
+        self._hyperparameter_values = operator.itemgetter(*self._default_values())
         self.master_weights = bool(master_weights)
         self.max_grad_norm = max_grad_norm
         self.grad_norm_type = grad_norm_type
