@@ -5,6 +5,7 @@ the group."""
 from __future__ import annotations
 
 import inspect
+import math
 from pathlib import Path
 from typing import Any
 
@@ -257,3 +258,16 @@ def test_the_one_call_step_falls_back_to_the_named_checks() -> None:
     opt.param_groups[0]["eps"] = 1e-8
     opt.step(iter([np.ones(3, np.float32), np.ones(2, np.float32)]))
     assert opt.step_count == 2
+
+
+def test_the_hypergradient_optimizers_check_every_value_when_built() -> None:
+    for cls, kwargs, error, name in [
+        (lrfast.SGDHD, {"lr": "x"}, TypeError, "lr"),
+        (lrfast.SGDHD, {"momentum": -1.0}, ValueError, "momentum"),
+        (lrfast.SGDHD, {"maximize": 1}, TypeError, "maximize"),
+        (lrfast.AdamHD, {"betas": (0.9, 1.0)}, ValueError, r"betas\[1\]"),
+        (lrfast.AdamHD, {"eps": math.nan}, ValueError, "eps"),
+        (lrfast.AdamHD, {"lr_max": 0.0, "lr_min": 0.1}, ValueError, "lr_max"),
+    ]:
+        with pytest.raises(error, match=name):
+            cls([np.ones(3)], **kwargs)

@@ -281,14 +281,15 @@ class Optimizer:
             raise TypeError("params must be all arrays or all parameter groups (dicts), not both")
         else:
             arrays = as_array_list(entries, "params")
-            groups = [self._complete_group({"params": arrays}, "params")]
+            groups = [self._complete_group({"params": arrays}, None)]
             named = [(f"params[{i}]", p) for i, p in enumerate(arrays)]
         _check_params(named)
         return groups
 
-    def _complete_group(self, given: dict[str, Any], where: str) -> dict[str, Any]:
+    def _complete_group(self, given: dict[str, Any], where: Optional[str]) -> dict[str, Any]:
         """A group from ``given`` (``"params"`` and the hyperparameters it overrides) with
-        :attr:`defaults` filling in the rest, checked; ``where`` names it in errors."""
+        :attr:`defaults` filling in the rest, checked; ``where`` names it in errors (None for the
+        one group of a list of arrays, whose values are the constructor's arguments)."""
         if "params" not in given:
             raise ValueError(f"{where} has no 'params'")
         unknown = sorted(set(given) - {"params"} - set(self._default_values()))
@@ -302,10 +303,13 @@ class Optimizer:
             raise TypeError(f"{where}['params'] must be an array or a list of arrays")
         values = _normalized({**self.defaults, **given})
         del values["params"]
-        group = {"params": as_array_list(arrays, f"{where}['params']"), **values}
+        group = {"params": as_array_list(arrays, f"{where}['params']" if where else "params"),
+                 **values}  # fmt: skip
         try:
             self._check_group(group)
         except (TypeError, ValueError) as e:
+            if where is None:
+                raise
             raise type(e)(f"{where}: {e}") from None
         return group
 

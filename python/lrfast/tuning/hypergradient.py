@@ -26,6 +26,7 @@ from typing import Any, ClassVar, Union
 import numpy as np
 
 from .. import _lrfast, kernels, specs
+from ..checks import real_number
 from ..optim import Optimizer, Params, as_array_list, is_low_precision
 
 __all__ = ["sgd_hd_step", "adam_hd_step", "SGDHD", "AdamHD"]
@@ -236,8 +237,8 @@ class _HypergradientOptimizer(Optimizer):
         cls._defaults = {p.name: p.default for p in parameters}
 
     def __init__(self, params: Params, hyperparameters: dict[str, Any]) -> None:
-        self.current_lr = float(hyperparameters["lr"])
         super().__init__(as_array_list(params, "params"), hyperparameters)
+        self.current_lr = float(self.param_groups[0]["lr"])
         for i, p in enumerate(self.params):
             if is_low_precision(p.dtype):
                 raise TypeError(
@@ -270,8 +271,23 @@ class _HypergradientOptimizer(Optimizer):
         return {k: group[k] for k in self._defaults if k != "lr"}
 
     def _check_group(self, group: dict[str, Any]) -> None:
-        _check(float(group["lr"]), float(group["hypergrad_lr"]), float(group["lr_min"]),
-               float(group["lr_max"]), 1)  # fmt: skip
+        # What the step function checks, when the optimizer is built: every number finite and
+        # >= 0 (lr_max may be inf), betas in [0, 1), maximize a flag.
+        numbers: dict[str, float] = {}
+        for name in self._defaults:
+            value = group[name]
+            if name == "maximize":
+                if not isinstance(value, (bool, np.bool_)):
+                    raise TypeError(f"maximize must be True or False, got {value!r}")
+            elif name == "betas":
+                if not (isinstance(value, (tuple, list)) and len(value) == 2):
+                    raise TypeError(f"betas must be a pair of real numbers, got {value!r}")
+                for i, beta in enumerate(value):
+                    if not 0 <= real_number(beta, f"betas[{i}]") < 1:
+                        raise ValueError(f"betas[{i}] must be in [0, 1), got {beta}")
+            else:
+                numbers[name] = real_number(value, name)
+        _check(**numbers, step=1)
 
     def _scalar_state(self) -> dict[str, float]:
         return {"current_lr": self.current_lr}
