@@ -451,3 +451,25 @@ def test_the_hypergradient_steps_treat_matrices_as_arrays() -> None:
                 step=1, lr=0.1), rejects=None)  # fmt: skip
         assert (np.asarray(p) < 1).all()
     attempt("tools", lambda: lrfast.SGDHD(np.ones(3) for _ in range(2)), rejects=None)
+
+
+def test_the_clipping_functions_name_an_argument_of_the_wrong_kind() -> None:
+    def grads() -> list[np.ndarray]:
+        return [np.full(3, 2.0, np.float32), np.full(2, -3.0, np.float32)]
+
+    cases: list[tuple[str, Any, str]] = [
+        ("clip_grad_norm", {"max_norm": "1"}, "max_norm"),
+        ("clip_grad_norm", {"max_norm": True}, "max_norm"),
+        ("clip_grad_norm", {"max_norm": 1.0, "norm_type": "2"}, "norm_type"),
+        ("clip_grad_norm", {"max_norm": 1.0, "error_if_nonfinite": 1}, "error_if_nonfinite"),
+        ("clip_grad_norm", {"max_norm": -1.0}, "max_norm"),
+        ("grad_norm", {"norm_type": True}, "norm_type"),
+        ("grad_norm", {"norm_type": -1.0}, "norm_type"),
+        ("clip_grad_value", {"clip_value": "0.5"}, "clip_value"),
+        ("clip_grad_value", {"clip_value": math.nan}, "clip_value"),
+    ]
+    for function, kwargs, name in cases:
+        arrays = grads()
+        call = getattr(lrfast, function)
+        attempt("clipping", lambda c=call, a=arrays, k=kwargs: c(a, **k), naming=name,
+                arrays=arrays)  # fmt: skip
