@@ -271,23 +271,13 @@ class _HypergradientOptimizer(Optimizer):
         return {k: group[k] for k in self._defaults if k != "lr"}
 
     def _check_group(self, group: dict[str, Any]) -> None:
-        # What the step function checks, when the optimizer is built: every number finite and
-        # >= 0 (lr_max may be inf), betas in [0, 1), maximize a flag.
-        numbers: dict[str, float] = {}
-        for name in self._defaults:
-            value = group[name]
-            if name == "maximize":
-                if not isinstance(value, (bool, np.bool_)):
-                    raise TypeError(f"maximize must be True or False, got {value!r}")
-            elif name == "betas":
-                if not (isinstance(value, (tuple, list)) and len(value) == 2):
-                    raise TypeError(f"betas must be a pair of real numbers, got {value!r}")
-                for i, beta in enumerate(value):
-                    if not 0 <= real_number(beta, f"betas[{i}]") < 1:
-                        raise ValueError(f"betas[{i}] must be in [0, 1), got {beta}")
-            else:
-                numbers[name] = real_number(value, name)
-        _check(**numbers, step=1)
+        # What the step checks, when the optimizer is built: the values SGD's or Adam's own spec
+        # defines (momentum, betas, eps, maximize, ...) by that spec, and the rate's own.
+        spec_names = {h.name for h in self.spec.hyperparameters} - {"lr"}
+        for name in spec_names & set(self._defaults):
+            _lrfast.check_hyperparameter(self.spec.name, name, group[name])
+        rate = {k: real_number(group[k], k) for k in self._defaults if k not in spec_names}
+        _check(**rate, step=1)
 
     def _scalar_state(self) -> dict[str, float]:
         return {"current_lr": self.current_lr}
