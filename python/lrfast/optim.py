@@ -549,7 +549,7 @@ class Optimizer:
             coefficient = self.max_grad_norm / (norm + 1e-6)
             grad_scale = 1.0 if coefficient > 1.0 else coefficient  # NaN stays NaN, as in torch
         self._create_missing_state()
-        results = []
+        results, calls = [], 0
         for g, indices in enumerate(self._group_slices()):
             step = self._counters[g].step + 1
             kwargs = self._kernel_kwargs(g, step)
@@ -569,19 +569,15 @@ class Optimizer:
                     grad_scale=grad_scale,
                     **kwargs,
                 )
+                calls += 1
             results.append(result)
         for counters, result in zip(self._counters, results):
             counters.step += 1
             if self.spec.carried is not None and result is not None:
                 counters.carried = float(result)
         self.step_count += 1
-        group = self.param_groups[0]
-        if (
-            len(self.param_groups) == 1
-            and group["params"]
-            and len(_by_dtype(params, range(len(params)))) == 1
-        ):
-            self._one_call = self._state_names(group)
+        if calls == 1 and len(self.param_groups) == 1:
+            self._one_call = names  # the next steps may take _one_call_step
 
     def _one_call_step(self, grads: Params) -> bool:
         """The step as one kernel call, without the Python checks, when that is all a step is:
