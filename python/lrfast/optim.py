@@ -445,13 +445,7 @@ class Optimizer:
         """Checks a group's hyperparameters, with the kernel's own messages: an update of empty
         arrays runs every check of the kernel and writes nothing. Values only the class reads
         (the initial state) are checked by their spec."""
-        for h in self.spec.hyperparameters:
-            if not h.kernel:
-                _lrfast.check_hyperparameter(self.spec.name, h.name, group[h.name])
-        empty = np.empty(0)
-        kwargs = {h.name: group[h.name] for h in self.spec.kernel_hyperparameters}
-        states = {n: np.empty(0) for n in self._state_names(group)}
-        self._kernel(empty, empty, **states, step=1, **kwargs)
+        check_hyperparameters(self.spec, group)
         if self.cycle_momentum:
             self._check_cycle_momentum(group)
 
@@ -899,6 +893,20 @@ class Optimizer:
             for g, group in enumerate(self.param_groups)
         ]
         return "\n".join([*lines, ")"])
+
+
+def check_hyperparameters(spec: OptimizerSpec, values: dict[str, Any]) -> None:
+    """Checks ``values`` (every hyperparameter of ``spec``, by name) with the kernel's own
+    messages: an update of empty arrays runs every check of the kernel and writes nothing.
+    Values only the classes read (the initial state) are checked by their spec."""
+    for h in spec.hyperparameters:
+        if not h.kernel:
+            _lrfast.check_hyperparameter(spec.name, h.name, values[h.name])
+    empty = np.empty(0)
+    kernel = getattr(kernels, spec.function_name)
+    kwargs = {h.name: values[h.name] for h in spec.kernel_hyperparameters}
+    states = {n: empty for n in spec.needed_slots(values)}
+    kernel(empty, empty, **states, step=1, **kwargs)
 
 
 def _checkpoint_layout(meta: Any) -> tuple[list[dict[str, Any]], list[list[str]]]:

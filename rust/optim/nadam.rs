@@ -118,6 +118,12 @@ impl NAdam {
     }
 }
 
+/// The largest `mu_product` taken: 1 plus float32's epsilon. torch.optim keeps the product in a
+/// float32 tensor, rounded each step; lrfast.torch hands the kernel that rounded product divided
+/// by `μ_t`, which at step 1 (`fl32(μ_1)/μ_1`) may exceed 1 by that rounding. Any product below
+/// `1/β1` keeps every denominator `1 − Π·μ` positive, so the margin is safe.
+const MU_PRODUCT_MAX: f64 = 1.0 + f32::EPSILON as f64;
+
 impl Defined for NAdam {
     const SPEC: &'static Spec = &SPEC;
 
@@ -139,12 +145,12 @@ impl Defined for NAdam {
 
     fn carry_in(&mut self, step: u64, value: Option<f64>) -> Result<(), Error> {
         self.mu_product = match value {
-            Some(x) if (0.0..=1.0).contains(&x) => x,
+            Some(x) if (0.0..=MU_PRODUCT_MAX).contains(&x) => x,
             Some(x) => {
                 return Err(Error::Hyperparameter {
                     name: "mu_product".into(),
                     value: x,
-                    expected: "in [0, 1]",
+                    expected: "in [0, 1 + 2^-23]",
                 })
             }
             None => self.mu_product_before(step),

@@ -1,0 +1,468 @@
+"""PyTorch's optimizers, running lrfast's kernels: swap ``torch.optim.AdamW`` for
+``lrfast.torch.AdamW`` and nothing else in the training loop changes::
+
+    import lrfast.torch
+    optimizer = lrfast.torch.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+
+Each class is a subclass of ``torch.optim.Optimizer`` with the torch class's constructor
+arguments, defaults and param-group keys (read from the installed torch), so closures,
+``zero_grad``, step hooks, ``add_param_group``, every ``torch.optim.lr_scheduler``,
+``torch.distributed.optim.ZeroRedundancyOptimizer`` and DeepSpeed's client optimizers work as
+with the original. ``step()`` updates the CPU tensors in place through NumPy views of their
+memory (taken afresh each step: ZeRO and DeepSpeed rebind ``param.data``), with one kernel call
+per param group, dtype and step count, across all its tensors, the GIL released.
+
+float32 and float64 parameters keep state of their dtype; float16 and bfloat16 parameters keep
+float32 state and, with ``master_weights=True``, a float32 master copy (``state[p]["master"]``)
+that the updates accumulate into. ``state_dict()`` is torch's layout (``step`` a 0-d tensor,
+``exp_avg``, ``exp_avg_sq``, ``momentum_buffer``, ``sum``, ...), so a ``torch.optim`` checkpoint
+loads into the lrfast class and back. ``foreach`` and ``fused`` are accepted and ignored (the
+kernels are fused and multithreaded already); ``capturable`` and ``differentiable`` are refused,
+as are CUDA tensors, sparse gradients, complex dtypes and non-contiguous parameters: the step
+checks every tensor of every group before it writes any.
+
+Beyond torch.optim: ``lr`` may be an lrfast schedule (:mod:`lrfast.schedules`), evaluated in
+the kernel at each parameter's step (``SGD``, which torch gives no step count, then keeps a
+``step`` too; torch.optim's SGD ignores it when it loads the state).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Iterable
+from typing import Any, Callable, ClassVar, Optional
+
+import numpy as np
+
+from .extras import install_hint
+
+try:
+    import torch
+except ImportError as error:  # pragma: no cover - exercised where torch is not installed
+    raise ImportError(f"lrfast.torch needs PyTorch: {install_hint('torch')}") from error
+
+from . import _lrfast, specs
+from .optim import check_hyperparameters
+from .schedules import Schedule
+from .specs import OptimizerSpec
+
+__all__ = [
+    "Optimizer",
+    "SGD",
+    "Adagrad",
+    "RMSprop",
+    "Adadelta",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "NAdam",
+    "RAdam",
+]
+
+# torch.optim's name for a state slot where it differs from lrfast's.
+_TORCH_KEY = {"state_sum": "sum"}
+# Accepted and ignored: the kernels are fused and multithreaded whatever these say.
+_IGNORED = frozenset({"foreach", "fused"})
+# Refused when true: the update runs in Rust on the CPU, outside autograd and CUDA graphs.
+_REFUSED = frozenset({"capturable", "differentiable"})
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+_SUPPORTED = (torch.float32, torch.float64, *_LOW_PRECISION)
+
+
+def _scalar_dtype() -> torch.dtype:
+    """The dtype torch.optim gives ``step`` and ``mu_product``: float64 when that is torch's
+    default dtype, else float32 (``torch.optim.optimizer._get_scalar_dtype``)."""
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+def _bfloat16() -> Any:
+    try:
+        import ml_dtypes
+    except ImportError as e:
+        raise ImportError(
+            f"bfloat16 parameters need ml_dtypes: {install_hint('torch')}"
+        ) from e
+    return ml_dtypes.bfloat16
+
+
+def _array(tensor: torch.Tensor) -> np.ndarray:
+    """A NumPy view of ``tensor``'s memory (bfloat16 through its 16-bit storage)."""
+    if tensor.dtype == torch.bfloat16:
+        return tensor.detach().view(torch.int16).numpy().view(_bfloat16())
+    return tensor.detach().numpy()
+
+
+def _as_float(value: Any) -> Any:
+    """A tensor hyperparameter (torch allows ``lr`` and ``betas`` as tensors) as a float."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"a tensor hyperparameter must have one element, got {value.shape}")
+        return float(value.item())
+    if isinstance(value, (tuple, list)):
+        return tuple(_as_float(v) for v in value)
+    return value
+
+
+class _Call:
+    """One kernel call of a step: the tensors of one group, dtype and step count."""
+
+    __slots__ = ("grads", "group", "params", "step", "mu_product")
+
+    def __init__(self, group: int, step: int, mu_product: Optional[float]) -> None:
+        self.group = group
+        self.step = step
+        self.mu_product = mu_product
+        self.params: list[torch.Tensor] = []
+        self.grads: list[torch.Tensor] = []
+
+
+class Optimizer(torch.optim.Optimizer):
+    """Base class: a ``torch.optim.Optimizer`` whose step is an lrfast kernel (see the module).
+
+    Each optimizer class is this class with ``spec`` (lrfast's definition of the update) and
+    ``torch_class`` (the ``torch.optim`` class whose arguments and group keys it takes).
+    """
+
+    spec: ClassVar[OptimizerSpec]
+    torch_class: ClassVar[type[torch.optim.Optimizer]]
+    # The torch class's defaults, as an instance holds them (every param-group key).
+    _torch_defaults: ClassVar[dict[str, Any]]
+
+    def __init__(
+        self, params: Iterable[Any], defaults: dict[str, Any], *, master_weights: bool = False
+    ) -> None:
+        self.master_weights = bool(master_weights)
+        # Per group (by identity): the values last checked, and what the kernel takes.
+        self._checked: dict[int, tuple[tuple[Any, ...], OptimizerSpec, Any, tuple[Any, ...]]] = {}
+        super().__init__(params, defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self.__dict__.setdefault("master_weights", False)
+        self.__dict__.setdefault("_checked", {})
+
+    # -- groups ------------------------------------------------------------------------------
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Adds a group, as ``torch.optim.Optimizer.add_param_group``; its hyperparameters and
+        tensors are checked before it is added."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        where = f"param_groups[{len(getattr(self, 'param_groups', []))}]"
+        self._kernel_values({**self.defaults, **param_group}, where)
+        super().add_param_group(param_group)
+
+    def _kernel_values(
+        self, group: dict[str, Any], where: str
+    ) -> tuple[OptimizerSpec, Any, tuple[Any, ...]]:
+        """Checks ``group``'s hyperparameters; returns the spec of the kernel it runs, its
+        ``lr`` and the kernel's other hyperparameters in spec order."""
+        for name in _REFUSED:
+            if group.get(name):
+                raise ValueError(
+                    f"{where}: {name}=True is not supported: lrfast updates CPU tensors in "
+                    "Rust, outside autograd and CUDA graphs"
+                )
+        spec = self.spec
+        if spec.name in ("adam", "adamw"):
+            # torch's Adam(decoupled_weight_decay=True) is AdamW, and AdamW is Adam with it.
+            decoupled = group.get("decoupled_weight_decay", spec.name == "adamw")
+            spec = specs.spec("adamw" if decoupled else "adam")
+        own = {h.name for h in spec.hyperparameters} | _IGNORED | _REFUSED
+        for name, default in self._torch_defaults.items():
+            if name not in own and name != "decoupled_weight_decay" and group.get(name) != default:
+                raise ValueError(f"{where}: {name}={group.get(name)!r} is not supported")
+        try:
+            values = {h.name: _as_float(group[h.name]) for h in spec.hyperparameters}
+        except KeyError as e:
+            raise ValueError(f"{where} has no {e.args[0]!r}") from None
+        lr = values["lr"]
+        try:
+            check_hyperparameters(spec, values)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"{where}: {e}") from None
+        rest = tuple(values[h.name] for h in spec.kernel_hyperparameters[1:])
+        return spec, lr, rest
+
+    def _checked_group(
+        self, g: int, group: dict[str, Any]
+    ) -> tuple[OptimizerSpec, Any, tuple[Any, ...]]:
+        """:meth:`_kernel_values` of group ``g``, re-checked only when its values changed (a
+        scheduler writes ``lr`` between steps)."""
+        values = tuple(_as_float(v) for k, v in group.items() if k != "params")
+        cached = self._checked.get(id(group))
+        if cached is not None and cached[0] == values:
+            return cached[1], cached[2], cached[3]
+        spec, lr, rest = self._kernel_values(group, f"param_groups[{g}]")
+        self._checked[id(group)] = (values, spec, lr, rest)
+        return spec, lr, rest
+
+    # -- state -------------------------------------------------------------------------------
+    def _state_dtype(self, param: torch.Tensor) -> torch.dtype:
+        return torch.float32 if param.dtype in _LOW_PRECISION else param.dtype
+
+    def _state_keys(self, spec: OptimizerSpec, group: dict[str, Any]) -> list[tuple[str, str]]:
+        """``(lrfast slot, torch key)`` of every state tensor the kernel uses for ``group``."""
+        needed = spec.needed_slots({h.name: group[h.name] for h in spec.hyperparameters})
+        return [(name, _TORCH_KEY.get(name, name)) for name in needed]
+
+    def _check_state(
+        self, param: torch.Tensor, state: dict[str, Any], keys: list[str], where: str
+    ) -> None:
+        dtype = self._state_dtype(param)
+        for key in keys:
+            tensor = state.get(key)
+            if tensor is None:
+                continue
+            if not isinstance(tensor, torch.Tensor):
+                raise TypeError(f"state of {where}: {key!r} must be a tensor")
+            if tensor.shape != param.shape or tensor.dtype != dtype:
+                raise ValueError(
+                    f"state of {where}: {key!r} has shape {tuple(tensor.shape)} and dtype "
+                    f"{tensor.dtype}; the update needs {tuple(param.shape)} and {dtype}"
+                )
+            if tensor.device.type != "cpu" or not tensor.is_contiguous():
+                raise ValueError(f"state of {where}: {key!r} must be a contiguous CPU tensor")
+
+    def _new_state(
+        self, spec: OptimizerSpec, group: dict[str, Any], param: torch.Tensor, key: str, slot: str
+    ) -> torch.Tensor:
+        fill = next(s.initial for s in spec.slots if s.name == slot)
+        value = 0.0 if fill is None else float(group[fill])
+        return torch.full(param.shape, value, dtype=self._state_dtype(param))
+
+    # -- the update --------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
+        """One update of every parameter that has a gradient, in place; ``closure``
+        re-evaluates the model and returns the loss, as in ``torch.optim``. Every group and
+        tensor is checked before any is written."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        plan = self._plan()
+        for spec, lr, rest, keys, call in plan:
+            self._run(spec, lr, rest, keys, call)
+        return loss
+
+    def _plan(
+        self,
+    ) -> list[tuple[OptimizerSpec, Any, tuple[Any, ...], list[tuple[str, str]], _Call]]:
+        """Checks every group and tensor, writing nothing; returns the kernel calls."""
+        plan = []
+        for g, group in enumerate(self.param_groups):
+            spec, lr, rest = self._checked_group(g, group)
+            keys = self._state_keys(spec, group)
+            calls: dict[tuple[Any, ...], _Call] = {}
+            for i, p in enumerate(group["params"]):
+                grad = p.grad
+                if grad is None:
+                    continue
+                where = f"param_groups[{g}]['params'][{i}]"
+                self._check_tensor(p, grad, where)
+                state = self.state.get(p)
+                step, mu_product = 1, None
+                if state:
+                    self._check_state(p, state, [k for _, k in keys] + ["master"], where)
+                    if "step" in state:
+                        step = int(_as_float(state["step"])) + 1
+                    elif "momentum_buffer" in state:
+                        step = 2  # a torch.optim.SGD state: the buffer exists after step 1
+                    if spec.carried is not None and "mu_product" in state:
+                        mu_product = float(_as_float(state["mu_product"]))
+                master = self.master_weights and p.dtype in _LOW_PRECISION
+                key = (p.dtype, step, mu_product, master)
+                call = calls.get(key)
+                if call is None:
+                    call = calls[key] = _Call(g, step, mu_product)
+                call.params.append(p)
+                call.grads.append(grad if grad.is_contiguous() else grad.contiguous())
+            plan += [(spec, lr, rest, keys, call) for call in calls.values()]
+        if len(plan) > 1:
+            self._check_disjoint(plan)
+        return plan
+
+    @staticmethod
+    def _check_tensor(p: torch.Tensor, grad: torch.Tensor, where: str) -> None:
+        if p.device.type != "cpu" or grad.device.type != "cpu":
+            raise ValueError(
+                f"{where} is on {p.device if p.device.type != 'cpu' else grad.device}; "
+                "lrfast.torch updates CPU tensors"
+            )
+        if grad.is_sparse or grad.layout != torch.strided:
+            raise ValueError(f"{where} has a sparse gradient; lrfast.torch needs dense ones")
+        if p.dtype not in _SUPPORTED:
+            raise TypeError(
+                f"{where} has dtype {p.dtype}; lrfast.torch updates float32, float64, float16 "
+                "and bfloat16 parameters"
+            )
+        if grad.dtype != p.dtype or grad.shape != p.shape:
+            raise ValueError(
+                f"{where}: its gradient has dtype {grad.dtype} and shape {tuple(grad.shape)}, "
+                f"the parameter {p.dtype} and {tuple(p.shape)}"
+            )
+        if not p.is_contiguous():
+            raise ValueError(f"{where} is not contiguous; lrfast.torch updates contiguous tensors")
+
+    def _check_disjoint(self, plan: list[Any]) -> None:
+        """Refuses a step whose kernel calls would write memory another call reads or writes:
+        each call checks its own arrays, but a step of several calls checks them all first."""
+        arrays, written, names = [], [], []
+        for _, _, _, keys, call in plan:
+            for p, grad in zip(call.params, call.grads):
+                arrays += [_array(p), _array(grad)]
+                written += [True, False]
+                names += [f"a parameter of {tuple(p.shape)}", "its gradient"]
+                state = self.state.get(p) or {}
+                for _, key in keys:
+                    if key in state:
+                        arrays.append(_array(state[key]))
+                        written.append(True)
+                        names.append(f"its state {key!r}")
+        pair = _lrfast.first_overlap(arrays, written)
+        if pair is not None:
+            raise ValueError(f"{names[pair[0]]} and {names[pair[1]]} share memory")
+
+    def _run(
+        self,
+        spec: OptimizerSpec,
+        lr: Any,
+        rest: tuple[Any, ...],
+        keys: list[tuple[str, str]],
+        call: _Call,
+    ) -> None:
+        """One kernel call: creates missing state, updates in place, counts the step."""
+        group = self.param_groups[call.group]
+        states, steps, masters = [], [], []
+        for p in call.params:
+            state = self.state.get(p, {})
+            for slot, key in keys:
+                if key not in state:
+                    state[key] = self._new_state(spec, group, p, key, slot)
+            if "step" not in state and (spec.name != "sgd" or isinstance(lr, Schedule)):
+                state["step"] = torch.tensor(float(call.step - 1), dtype=_scalar_dtype())
+            if spec.carried is not None and "mu_product" not in state:
+                state["mu_product"] = torch.tensor(1.0, dtype=_scalar_dtype())
+            if self.master_weights and p.dtype in _LOW_PRECISION and "master" not in state:
+                state["master"] = p.detach().to(torch.float32, copy=True)
+            if state:  # (SGD without momentum and a schedule keeps none, as torch's)
+                self.state[p] = state
+            states.append(state)
+            if "step" in state:
+                steps.append(state["step"])
+            if "master" in state and self.master_weights:
+                masters.append(_array(state["master"]))
+        slot_arrays = {slot: [_array(s[key]) for s in states] for slot, key in keys}
+        arguments = tuple(slot_arrays.get(s.name) for s in spec.slots)
+        carried = None
+        if spec.carried is not None:
+            # torch.optim keeps mu_product in a 0-d tensor (float32 by default) and rounds it to
+            # that dtype each step; the kernel multiplies the value it is given by μ_t in
+            # float64. Giving it torch's rounded product divided by μ_t makes the two agree.
+            empty = np.empty(0)
+            mu = _lrfast.step(
+                spec.name, empty, empty, (empty, empty), None, call.step, lr, rest, 1.0, 1.0
+            )
+            assert mu is not None
+            product = states[0]["mu_product"] * mu
+            carried = float(product.item()) / mu
+        _lrfast.step(
+            spec.name,
+            [_array(p) for p in call.params],
+            [_array(g) for g in call.grads],
+            arguments,
+            masters or None,
+            call.step,
+            lr,
+            rest,
+            1.0,
+            carried,
+        )
+        if steps:
+            torch._foreach_add_(steps, 1.0)
+        if spec.carried is not None:
+            for state in states:
+                state["mu_product"].copy_(product)
+
+    # -- checkpoints -------------------------------------------------------------------------
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Loads a state dict of this class or of its ``torch.optim`` original. torch's base
+        class casts state to each parameter's dtype; float16 and bfloat16 parameters keep their
+        float32 state here instead."""
+        saved = state_dict.get("state", {}) if isinstance(state_dict, dict) else {}
+        super().load_state_dict(state_dict)
+        ids = [i for group in state_dict["param_groups"] for i in group["params"]]
+        params = [p for group in self.param_groups for p in group["params"]]
+        for index, p in zip(ids, params):
+            if p.dtype not in _LOW_PRECISION or index not in saved:
+                continue
+            for key, value in saved[index].items():
+                if isinstance(value, torch.Tensor) and value.shape == p.shape:
+                    self.state[p][key] = value.to(torch.float32, copy=True)
+
+    def __repr__(self) -> str:
+        return super().__repr__().replace(self.torch_class.__name__, type(self).__name__, 1)
+
+
+def _optimizer_class(name: str) -> type[Optimizer]:
+    spec = specs.spec(name)
+    torch_class: Any = getattr(torch.optim, spec.torch_name)
+    signature = inspect.signature(torch_class)
+    torch_defaults = dict(torch_class([torch.zeros(1, requires_grad=True)]).defaults)
+    missing = {h.name for h in spec.hyperparameters} - set(torch_defaults)
+    if missing:  # pragma: no cover - a torch that renamed an argument
+        raise ImportError(f"torch.optim.{spec.torch_name} has no {sorted(missing)}")
+
+    def __init__(self: Optimizer, *args: Any, master_weights: bool = False, **kwargs: Any) -> None:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        params = arguments.pop("params")
+        # torch's keys in torch's order, with the keys its constructor sets itself (AdamW's
+        # decoupled_weight_decay=True).
+        defaults = {k: arguments.pop(k, v) for k, v in torch_defaults.items()}
+        Optimizer.__init__(self, params, {**defaults, **arguments}, master_weights=master_weights)
+
+    parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    parameters += signature.parameters.values()
+    parameters.append(
+        inspect.Parameter("master_weights", inspect.Parameter.KEYWORD_ONLY, default=False)
+    )
+    __init__.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
+    __init__.__doc__ = f"See :class:`lrfast.torch.{spec.torch_name}`."
+    doc = "\n".join(
+        [
+            f"{spec.summary[0].upper()}{spec.summary[1:]}: ``torch.optim.{spec.torch_name}`` "
+            f"running :func:`lrfast.{spec.function_name}` (its docstring gives the rule).",
+            "",
+            f"Arguments, defaults and param-group keys are torch.optim.{spec.torch_name}'s; "
+            "``foreach`` and ``fused`` are ignored, ``capturable`` and ``differentiable`` "
+            "refused. ``master_weights=True`` keeps float32 master copies of float16 and "
+            "bfloat16 parameters. State per parameter: ``step``, "
+            + ", ".join(f"``{_TORCH_KEY.get(s.name, s.name)}``" for s in spec.slots)
+            + (", ``mu_product``" if spec.carried else "")
+            + ".",
+        ]
+    )
+    namespace = {
+        "spec": spec,
+        "torch_class": torch_class,
+        "_torch_defaults": torch_defaults,
+        "__init__": __init__,
+        "__doc__": doc,
+        "__module__": __name__,
+        "__qualname__": spec.torch_name,
+    }
+    return type(spec.torch_name, (Optimizer,), namespace)
+
+
+SGD = _optimizer_class("sgd")
+Adagrad = _optimizer_class("adagrad")
+RMSprop = _optimizer_class("rmsprop")
+Adadelta = _optimizer_class("adadelta")
+Adam = _optimizer_class("adam")
+AdamW = _optimizer_class("adamw")
+Adamax = _optimizer_class("adamax")
+NAdam = _optimizer_class("nadam")
+RAdam = _optimizer_class("radam")

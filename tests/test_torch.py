@@ -1,0 +1,571 @@
+"""lrfast.torch against torch.optim itself: every optimizer and option, several steps and groups,
+state dicts both ways, schedulers, mixed precision, the checks, and a real training run."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+torch = pytest.importorskip("torch", reason="the torch extra: pip install '.[test]'")
+import lrfast.torch as lt  # noqa: E402
+from lrfast import schedules  # noqa: E402
+
+# float32 results agree with torch.optim's to this many units in the last place (of each
+# tensor's largest value, or of 1), over the steps and options the property test draws: the kernels and torch round
+# the same formulas in a different order (torch's lerp, its fused addcdiv).
+FLOAT32_ULPS = 8
+WORST = [0.0]  # the largest float32 error seen, in those ULPs
+FLOAT64_RELATIVE = 1e-10
+
+# Per optimizer: the options torch offers, as hypothesis strategies.
+_BOOL = st.booleans()
+_WD = st.sampled_from([0.0, 1e-2, 0.1])
+OPTIONS = {
+    "SGD": dict(
+        lr=st.sampled_from([0.01, 0.1]),
+        momentum=st.sampled_from([0.0, 0.9]),
+        dampening=st.sampled_from([0.0, 0.3]),
+        weight_decay=_WD,
+        nesterov=_BOOL,
+        maximize=_BOOL,
+    ),
+    "Adagrad": dict(
+        lr=st.sampled_from([0.01, 0.1]),
+        lr_decay=st.sampled_from([0.0, 0.01]),
+        weight_decay=_WD,
+        initial_accumulator_value=st.sampled_from([0.0, 0.1]),
+        eps=st.sampled_from([1e-10, 1e-6]),
+        maximize=_BOOL,
+    ),
+    "RMSprop": dict(
+        lr=st.sampled_from([0.001, 0.01]),
+        alpha=st.sampled_from([0.9, 0.99]),
+        weight_decay=_WD,
+        momentum=st.sampled_from([0.0, 0.9]),
+        centered=_BOOL,
+        maximize=_BOOL,
+    ),
+    "Adadelta": dict(
+        lr=st.sampled_from([0.1, 1.0]),
+        rho=st.sampled_from([0.9, 0.95]),
+        weight_decay=_WD,
+        maximize=_BOOL,
+    ),
+    "Adam": dict(
+        lr=st.sampled_from([1e-3, 1e-2]),
+        betas=st.sampled_from([(0.9, 0.999), (0.8, 0.99)]),
+        weight_decay=_WD,
+        amsgrad=_BOOL,
+        maximize=_BOOL,
+        decoupled_weight_decay=_BOOL,
+    ),
+    "AdamW": dict(
+        lr=st.sampled_from([1e-3, 1e-2]),
+        betas=st.sampled_from([(0.9, 0.999), (0.8, 0.99)]),
+        weight_decay=_WD,
+        amsgrad=_BOOL,
+        maximize=_BOOL,
+    ),
+    "Adamax": dict(
+        lr=st.sampled_from([2e-3, 1e-2]),
+        betas=st.sampled_from([(0.9, 0.999), (0.8, 0.99)]),
+        weight_decay=_WD,
+        maximize=_BOOL,
+    ),
+    "NAdam": dict(
+        lr=st.sampled_from([2e-3, 1e-2]),
+        betas=st.sampled_from([(0.9, 0.999), (0.8, 0.99)]),
+        weight_decay=_WD,
+        momentum_decay=st.sampled_from([4e-3, 0.0]),
+        decoupled_weight_decay=_BOOL,
+        maximize=_BOOL,
+    ),
+    "RAdam": dict(
+        lr=st.sampled_from([1e-3, 1e-2]),
+        betas=st.sampled_from([(0.9, 0.999), (0.8, 0.99)]),
+        weight_decay=_WD,
+        decoupled_weight_decay=_BOOL,
+        maximize=_BOOL,
+    ),
+}
+NAMES = sorted(OPTIONS)
+
+
+def assert_close(ours: torch.Tensor, theirs: torch.Tensor, what: str) -> None:
+    assert ours.dtype == theirs.dtype, what
+    if ours.dtype == torch.float64:
+        scale = theirs.abs().clamp_min(1e-3)
+        worst = ((ours - theirs).abs() / scale).max().item() if ours.numel() else 0.0
+        assert worst <= FLOAT64_RELATIVE, f"{what}: relative error {worst:.3g}"
+    else:
+        a, b = ours.detach().double(), theirs.detach().double()
+        # In units of the spacing at the larger of the tensor's largest value and 1, the size of
+        # the test's parameters and gradients (a value that cancelled to near zero, as a moment
+        # can, carries the rounding of its inputs).
+        scale = float(np.spacing(np.float32(max(b.abs().max().item() if b.numel() else 0, 1.0))))
+        worst = (a - b).abs().max().item() / scale if a.numel() else 0.0
+        WORST[0] = max(WORST[0], worst)
+        assert worst <= FLOAT32_ULPS, f"{what}: {worst:.1f} ULPs"
+
+
+def twin_params(shapes: list[tuple[int, ...]], dtype: torch.dtype, seed: int):
+    generator = torch.Generator().manual_seed(seed)
+    base = [torch.randn(s, generator=generator, dtype=dtype) for s in shapes]
+    return [b.clone().requires_grad_() for b in base], [b.clone().requires_grad_() for b in base]
+
+
+def set_grads(a: list[torch.Tensor], b: list[torch.Tensor], generator: torch.Generator) -> None:
+    for x, y in zip(a, b):
+        g = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        x.grad = g.clone()
+        y.grad = g.clone()
+
+
+def compare_state(ours: torch.optim.Optimizer, theirs: torch.optim.Optimizer) -> None:
+    a, b = ours.state_dict(), theirs.state_dict()
+    assert a["param_groups"] == b["param_groups"]
+    assert set(a["state"]) == set(b["state"])
+    for index, theirs_state in b["state"].items():
+        ours_state = a["state"][index]
+        extra = set(ours_state) - set(theirs_state)
+        assert extra <= {"step"}, extra  # lrfast's SGD counts steps, torch's does not
+        for key, value in theirs_state.items():
+            if key in ("step", "mu_product"):
+                assert ours_state[key].dtype == value.dtype, key
+                assert ours_state[key].shape == value.shape, key
+                assert_close(ours_state[key].double(), value.double(), key)
+            else:
+                assert_close(ours_state[key], value, f"state[{index}][{key!r}]")
+
+
+@st.composite
+def configurations(draw):  # type: ignore[no-untyped-def]
+    name = draw(st.sampled_from(NAMES))
+    options = {k: draw(v) for k, v in OPTIONS[name].items()}
+    if name == "SGD" and options["nesterov"] and (options["momentum"] == 0 or options["dampening"]):
+        options["nesterov"] = False  # torch refuses it: Nesterov needs momentum, no dampening
+    groups = draw(st.integers(1, 3))
+    shapes = [
+        tuple(draw(st.lists(st.integers(1, 9), min_size=0, max_size=3)))
+        for _ in range(draw(st.integers(groups, 5)))
+    ]
+    dtype = draw(st.sampled_from([torch.float32, torch.float64]))
+    steps = draw(st.integers(1, 6))
+    seed = draw(st.integers(0, 2**31 - 1))
+    return name, options, groups, shapes, dtype, steps, seed
+
+
+@given(configurations())
+def test_matches_torch_optim(configuration) -> None:  # type: ignore[no-untyped-def]
+    """Every optimizer and option torch offers, float32 and float64, 1-3 groups (the later ones
+    with their own lr and weight decay), several steps: parameters and every state tensor."""
+    name, options, n_groups, shapes, dtype, steps, seed = configuration
+    ours_params, theirs_params = twin_params(shapes, dtype, seed)
+
+    def groups(params: list[torch.Tensor]) -> list[dict]:
+        split = np.array_split(np.arange(len(params)), n_groups)
+        return [
+            {"params": [params[i] for i in part], **({"lr": options["lr"] * 0.5} if g else {})}
+            for g, part in enumerate(split)
+        ]
+
+    theirs = getattr(torch.optim, name)(groups(theirs_params), **options)
+    ours = getattr(lt, name)(groups(ours_params), **options)
+    generator = torch.Generator().manual_seed(seed + 1)
+    for _ in range(steps):
+        set_grads(ours_params, theirs_params, generator)
+        theirs.step()
+        ours.step()
+    for i, (a, b) in enumerate(zip(ours_params, theirs_params)):
+        assert_close(a, b, f"{name} {options} param {i}")
+    compare_state(ours, theirs)
+
+
+def test_defaults_and_signatures_are_torchs() -> None:
+    import inspect
+
+    for name in NAMES:
+        ours, theirs = getattr(lt, name), getattr(torch.optim, name)
+        signature = inspect.signature(ours)
+        assert list(signature.parameters)[:-1] == list(inspect.signature(theirs).parameters)
+        assert "master_weights" in signature.parameters
+        p = torch.zeros(2, requires_grad=True)
+        assert ours([p]).defaults == theirs([p]).defaults
+        assert issubclass(ours, torch.optim.Optimizer)
+        assert not issubclass(ours, theirs)  # DeepSpeed rebuilds subclasses of the originals
+
+
+def test_foreach_and_fused_are_accepted_and_ignored() -> None:
+    a, b = twin_params([(4, 3)], torch.float32, 0)
+    theirs = torch.optim.AdamW(a, lr=0.01)
+    ours = lt.AdamW(b, lr=0.01, foreach=True, fused=True)
+    set_grads(a, b, torch.Generator().manual_seed(1))
+    theirs.step()
+    ours.step()
+    assert_close(b[0], a[0], "fused=True")
+
+
+def run(optimizer_a, optimizer_b, a, b, steps, generator, schedulers=()):  # type: ignore[no-untyped-def]
+    for _ in range(steps):
+        set_grads(a, b, generator)
+        optimizer_a.step()
+        optimizer_b.step()
+        for scheduler in schedulers:
+            scheduler.step()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_state_dict_interchange_both_ways(name: str) -> None:
+    """Mid-training, with a scheduler: a torch.optim checkpoint loads into lrfast.torch and an
+    lrfast.torch checkpoint into torch.optim, and training continues as if it never stopped."""
+    options = {"lr": 0.01}
+    if name in ("SGD", "RMSprop"):
+        options["momentum"] = 0.9
+    generator = torch.Generator().manual_seed(7)
+    reference, ours = twin_params([(6, 5), (5,)], torch.float64, 3)
+    ref_opt = getattr(torch.optim, name)(reference, **options)
+    our_opt = getattr(lt, name)(ours, **options)
+    ref_sched = torch.optim.lr_scheduler.StepLR(ref_opt, step_size=2, gamma=0.5)
+    our_sched = torch.optim.lr_scheduler.StepLR(our_opt, step_size=2, gamma=0.5)
+    run(ref_opt, our_opt, reference, ours, 3, generator, (ref_sched, our_sched))
+
+    # torch -> lrfast: a fresh lrfast optimizer on copies of the torch run's parameters.
+    moved = [p.detach().clone().requires_grad_() for p in reference]
+    loaded = getattr(lt, name)(moved, **options)
+    loaded.load_state_dict(copy.deepcopy(ref_opt.state_dict()))
+    loaded_sched = torch.optim.lr_scheduler.StepLR(loaded, step_size=2, gamma=0.5)
+    loaded_sched.load_state_dict(ref_sched.state_dict())
+    # lrfast -> torch: a fresh torch optimizer on copies of the lrfast run's parameters.
+    back = [p.detach().clone().requires_grad_() for p in ours]
+    back_opt = getattr(torch.optim, name)(back, **options)
+    back_opt.load_state_dict(copy.deepcopy(our_opt.state_dict()))
+    back_sched = torch.optim.lr_scheduler.StepLR(back_opt, step_size=2, gamma=0.5)
+    back_sched.load_state_dict(our_sched.state_dict())
+
+    for _ in range(4):
+        g = [torch.randn(p.shape, generator=generator, dtype=p.dtype) for p in reference]
+        for params in (reference, moved, ours, back):
+            for p, grad in zip(params, g):
+                p.grad = grad.clone()
+        for opt, sched in (
+            (ref_opt, ref_sched),
+            (loaded, loaded_sched),
+            (our_opt, our_sched),
+            (back_opt, back_sched),
+        ):
+            opt.step()
+            sched.step()
+    for r, m, o, k in zip(reference, moved, ours, back):
+        assert_close(m, r, "torch state loaded into lrfast")
+        assert_close(k, o, "lrfast state loaded into torch")
+        assert_close(o, r, "lrfast vs torch")
+
+
+SCHEDULERS = {
+    "StepLR": lambda o: torch.optim.lr_scheduler.StepLR(o, step_size=3, gamma=0.3),
+    "MultiStepLR": lambda o: torch.optim.lr_scheduler.MultiStepLR(o, [2, 5]),
+    "ExponentialLR": lambda o: torch.optim.lr_scheduler.ExponentialLR(o, 0.9),
+    "CosineAnnealingLR": lambda o: torch.optim.lr_scheduler.CosineAnnealingLR(o, 8),
+    "CosineAnnealingWarmRestarts": lambda o: torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        o, 3
+    ),
+    "LinearLR": lambda o: torch.optim.lr_scheduler.LinearLR(o, 0.1, total_iters=4),
+    "PolynomialLR": lambda o: torch.optim.lr_scheduler.PolynomialLR(o, 6, power=2.0),
+    "LambdaLR": lambda o: torch.optim.lr_scheduler.LambdaLR(o, lambda t: 1 / (1 + t)),
+    "CyclicLR": lambda o: torch.optim.lr_scheduler.CyclicLR(o, 1e-3, 1e-2, step_size_up=3),
+    "OneCycleLR": lambda o: torch.optim.lr_scheduler.OneCycleLR(o, 1e-2, total_steps=12),
+    "SequentialLR": lambda o: torch.optim.lr_scheduler.SequentialLR(
+        o,
+        [
+            torch.optim.lr_scheduler.LinearLR(o, 0.1, total_iters=3),
+            torch.optim.lr_scheduler.ExponentialLR(o, 0.8),
+        ],
+        milestones=[3],
+    ),
+}
+
+
+@pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
+@pytest.mark.parametrize("name", ["SGD", "Adam"])
+def test_every_torch_scheduler(name: str, scheduler: str) -> None:
+    """torch's schedulers write param_groups[i]['lr'] (CyclicLR and OneCycleLR also cycle SGD's
+    momentum and Adam's betas): the lrfast optimizer follows them as torch.optim does."""
+    options = {"lr": 0.01, **({"momentum": 0.9} if name == "SGD" else {})}
+    a, b = twin_params([(7, 3), (3,)], torch.float64, 11)
+    theirs = getattr(torch.optim, name)(a, **options)
+    ours = getattr(lt, name)(b, **options)
+    schedulers = (SCHEDULERS[scheduler](theirs), SCHEDULERS[scheduler](ours))
+    run(theirs, ours, a, b, 12, torch.Generator().manual_seed(2), schedulers)
+    for x, y in zip(b, a):
+        assert_close(x, y, scheduler)
+    assert ours.param_groups[0]["lr"] == theirs.param_groups[0]["lr"]
+
+
+def test_reduce_lr_on_plateau() -> None:
+    a, b = twin_params([(5,)], torch.float64, 4)
+    theirs, ours = torch.optim.Adam(a, lr=0.1), lt.Adam(b, lr=0.1)
+    s_theirs = torch.optim.lr_scheduler.ReduceLROnPlateau(theirs, patience=1)
+    s_ours = torch.optim.lr_scheduler.ReduceLROnPlateau(ours, patience=1)
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(8):
+        set_grads(a, b, generator)
+        theirs.step()
+        ours.step()
+        s_theirs.step(1.0)
+        s_ours.step(1.0)
+    assert ours.param_groups[0]["lr"] == theirs.param_groups[0]["lr"] < 0.1
+    assert_close(b[0], a[0], "ReduceLROnPlateau")
+
+
+def test_lrfast_schedule_as_lr() -> None:
+    """An lrfast schedule given as lr is evaluated at each step, as torch's LambdaLR with the
+    same rates."""
+    schedule = schedules.Warmup(
+        schedules.CosineAnnealingLR(0.01, T_max=10), steps=3, start_factor=0.1
+    )
+    a, b = twin_params([(4, 4)], torch.float64, 5)
+    theirs = torch.optim.Adam(a, lr=1.0)
+    lambda_lr = torch.optim.lr_scheduler.LambdaLR(theirs, lambda t: schedule(t))
+    ours = lt.Adam(b, lr=schedule)
+    run(theirs, ours, a, b, 10, torch.Generator().manual_seed(3), (lambda_lr,))
+    assert_close(b[0], a[0], "schedule as lr")
+
+
+def test_closure_hooks_zero_grad_and_skipped_params() -> None:
+    a, b = twin_params([(3, 3), (3,)], torch.float64, 6)
+    x = torch.randn(5, 3, dtype=torch.float64)
+
+    def closure_for(params, optimizer):  # type: ignore[no-untyped-def]
+        def closure():  # type: ignore[no-untyped-def]
+            optimizer.zero_grad()
+            loss = ((x @ params[0] + params[1]) ** 2).sum()
+            loss.backward()
+            return loss
+
+        return closure
+
+    theirs, ours = torch.optim.RMSprop(a, lr=0.01), lt.RMSprop(b, lr=0.01)
+    calls = []
+    ours.register_step_pre_hook(lambda opt, args, kwargs: calls.append("pre"))
+    ours.register_step_post_hook(lambda opt, args, kwargs: calls.append("post"))
+    for _ in range(3):
+        loss_theirs = theirs.step(closure_for(a, theirs))
+        loss_ours = ours.step(closure_for(b, ours))
+        assert loss_ours.item() == pytest.approx(loss_theirs.item(), rel=1e-12)
+    assert calls == ["pre", "post"] * 3
+    # A parameter without a gradient is skipped, and its step count stays, as in torch.
+    ours.zero_grad()
+    theirs.zero_grad()
+    a[1].grad = torch.ones_like(a[1])
+    b[1].grad = torch.ones_like(b[1])
+    theirs.step()
+    ours.step()
+    assert ours.state[b[0]]["step"].item() == theirs.state[a[0]]["step"].item() == 3
+    assert ours.state[b[1]]["step"].item() == 4
+    for p, q in zip(b, a):
+        assert_close(p, q, "skipped parameter")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("master_weights", [False, True])
+def test_16_bit_params_keep_float32_state(dtype: torch.dtype, master_weights: bool) -> None:
+    """16-bit parameters get float32 state (and a float32 master copy when asked), matching a
+    float32 torch.optim run on the master copy; the state stays float32 through a checkpoint."""
+    generator = torch.Generator().manual_seed(0)
+    start = torch.randn(64, generator=generator)
+    low = start.to(dtype).requires_grad_()
+    master = low.detach().float().requires_grad_()
+    ours = lt.AdamW([low], lr=0.01, master_weights=master_weights)
+    theirs = torch.optim.AdamW([master], lr=0.01)
+    for _ in range(5):
+        g = torch.randn(64, generator=generator).to(dtype)
+        low.grad = g
+        master.grad = g.float()
+        ours.step()
+        theirs.step()
+    state = ours.state[low]
+    assert state["exp_avg"].dtype == state["exp_avg_sq"].dtype == torch.float32
+    if master_weights:
+        assert_close(state["master"], master.detach(), "master copy")
+        assert torch.equal(low.detach(), master.detach().to(dtype))
+    saved = copy.deepcopy(ours.state_dict())
+    fresh_param = low.detach().clone().requires_grad_()
+    fresh = lt.AdamW([fresh_param], lr=0.01, master_weights=master_weights)
+    fresh.load_state_dict(saved)
+    for key, value in fresh.state[fresh_param].items():
+        assert value.dtype == state[key].dtype, key
+        assert torch.equal(value, state[key]), key
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: lt.Adam([p], differentiable=True), "differentiable"),
+        (lambda p: lt.Adam([p], capturable=True), "capturable"),
+        (lambda p: lt.Adam([p], lr=-1.0), "lr"),
+        (lambda p: lt.SGD([p], lr=0.1, momentum=0.9, dampening=0.1, nesterov=True), "nesterov"),
+        (lambda p: lt.Adam([{"params": [p], "betas": (0.9, 1.5)}]), r"param_groups\[0\]"),
+    ],
+)
+def test_bad_construction_is_refused(make, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ValueError, match=message):
+        make(torch.zeros(3, requires_grad=True))
+
+
+def _bad_tensors():  # type: ignore[no-untyped-def]
+    """Pairs of (parameter, gradient) each step must refuse, and the words it names them by."""
+    p = torch.zeros(4, 4, requires_grad=True)
+    meta = torch.zeros(4, device="meta", requires_grad=True)
+    meta.grad = torch.zeros(4, device="meta")
+    sparse = torch.zeros(4, requires_grad=True)
+    sparse.grad = torch.zeros(4).to_sparse()
+    complex_ = torch.zeros(4, dtype=torch.complex64, requires_grad=True)
+    complex_.grad = torch.zeros(4, dtype=torch.complex64)
+    strided = torch.zeros(4, 4).t().requires_grad_()
+    strided.grad = torch.zeros(4, 4).t()
+    del p
+    return [
+        (meta, "meta"),
+        (sparse, "sparse"),
+        (complex_, "complex"),
+        (strided, "contiguous"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_bad_tensors_are_refused_before_anything_changes(case: int) -> None:
+    """One bad tensor in the second group: the step raises, naming it, and the first group's
+    parameters and every state are exactly as they were."""
+    bad, words = _bad_tensors()[case]
+    good = torch.randn(8, requires_grad=True)
+    optimizer = lt.Adam([{"params": [good]}, {"params": [bad]}], lr=0.1)
+    good.grad = torch.ones(8)
+    before = good.detach().clone()
+    with pytest.raises((ValueError, TypeError), match=words) as error:
+        optimizer.step()
+    assert "param_groups[1]['params'][0]" in str(error.value)
+    assert torch.equal(good.detach(), before)
+    assert len(optimizer.state) == 0
+
+
+def test_refused_group_value_written_by_hand_changes_nothing() -> None:
+    p, q = torch.randn(5, requires_grad=True), torch.randn(5, requires_grad=True)
+    optimizer = lt.SGD([{"params": [p]}, {"params": [q]}], lr=0.1, momentum=0.9)
+    p.grad, q.grad = torch.ones(5), torch.ones(5)
+    optimizer.step()
+    before = [p.detach().clone(), optimizer.state[p]["momentum_buffer"].clone()]
+    optimizer.param_groups[1]["momentum"] = -1.0
+    with pytest.raises(ValueError, match=r"param_groups\[1\].*momentum"):
+        optimizer.step()
+    assert torch.equal(p.detach(), before[0])
+    assert torch.equal(optimizer.state[p]["momentum_buffer"], before[1])
+
+
+def test_clip_grad_norm_accumulation_and_amp() -> None:
+    """clip_grad_norm_, gradient accumulation, bf16 autocast and a GradScaler on the CPU."""
+    torch.manual_seed(0)
+    x, y = torch.randn(32, 6), torch.randn(32, 1)
+
+    def train(optimizer_class):  # type: ignore[no-untyped-def]
+        torch.manual_seed(1)
+        model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Tanh(), torch.nn.Linear(8, 1))
+        optimizer = optimizer_class(model.parameters(), lr=0.01)
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
+        for step in range(6):
+            for xb, yb in zip((x[:16], x[16:]), (y[:16], y[16:])):  # accumulate two halves
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    loss = torch.nn.functional.mse_loss(model(xb).float(), yb)
+                scaler.scale(loss / 2).backward()
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad()
+        return [p.detach() for p in model.parameters()]
+
+    for ours, theirs in zip(train(lt.Adam), train(torch.optim.Adam)):
+        assert_close(ours, theirs, "amp")
+
+
+def test_compiled_model() -> None:
+    """A torch.compile'd model trains with an lrfast optimizer (its step is not compiled)."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(4, 2)
+    compiled = torch.compile(model, backend="aot_eager")
+    optimizer = lt.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(8, 4)
+    losses = []
+    for _ in range(5):
+        optimizer.zero_grad()
+        loss = compiled(x).pow(2).mean()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0]
+
+
+def _digits():  # type: ignore[no-untyped-def]
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    x = torch.tensor(data.images / 16.0, dtype=torch.float64).unsqueeze(1)
+    return x, torch.tensor(data.target)
+
+
+def _cnn_losses(optimizer_class, options, x, y) -> list[float]:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(8, 16, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(64, 10),
+    ).double()
+    optimizer = optimizer_class(model.parameters(), **options)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=3 * 15)
+    order = torch.Generator().manual_seed(1)
+    losses = []
+    for _ in range(3):
+        permutation = torch.randperm(len(x), generator=order)
+        for batch in permutation[:1500].split(100):
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x[batch]), y[batch])
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            losses.append(loss.item())
+    return losses
+
+
+CNN_OPTIONS = {
+    "SGD": {"lr": 0.1, "momentum": 0.9, "nesterov": True},
+    "Adagrad": {"lr": 0.05},
+    "RMSprop": {"lr": 1e-3, "centered": True},
+    "Adadelta": {"lr": 1.0},
+    "Adam": {"lr": 3e-3, "amsgrad": True},
+    "AdamW": {"lr": 3e-3, "weight_decay": 0.05},
+    "Adamax": {"lr": 5e-3},
+    "NAdam": {"lr": 3e-3},
+    "RAdam": {"lr": 1e-2},
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_cnn_on_digits_matches_torch_optim(name: str) -> None:
+    """A small CNN on scikit-learn's digits, 3 epochs with a cosine schedule, float64: every
+    step's loss equals the torch.optim run's to 1e-9."""
+    x, y = _digits()
+    ours = _cnn_losses(getattr(lt, name), CNN_OPTIONS[name], x, y)
+    theirs = _cnn_losses(getattr(torch.optim, name), CNN_OPTIONS[name], x, y)
+    assert len(ours) == 45
+    worst = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(ours, theirs))
+    assert worst <= 1e-9, worst
+    assert ours[-1] < ours[0] or math.isclose(ours[-1], ours[0])
