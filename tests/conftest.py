@@ -28,3 +28,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: igno
         terminalreporter.section("adversarial suite, per family")
         for line in tally():
             terminalreporter.write_line(line)
+    torch_worst = getattr(sys.modules.get("test_torch"), "WORST", None)
+    if torch_worst:
+        terminalreporter.section("lrfast.torch vs torch.optim, worst error seen")
+        for name, value in torch_worst.items():
+            terminalreporter.write_line(f"{name:18s} {value:.3g}")

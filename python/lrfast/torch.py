@@ -29,7 +29,6 @@ the kernel at each parameter's step (``SGD``, which torch gives no step count, t
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Iterable
 from typing import Any, Callable, ClassVar, Optional
 
@@ -80,17 +79,17 @@ def _bfloat16() -> Any:
     try:
         import ml_dtypes
     except ImportError as e:
-        raise ImportError(
-            f"bfloat16 parameters need ml_dtypes: {install_hint('torch')}"
-        ) from e
+        raise ImportError(f"bfloat16 parameters need ml_dtypes: {install_hint('torch')}") from e
     return ml_dtypes.bfloat16
 
 
 def _array(tensor: torch.Tensor) -> np.ndarray:
     """A NumPy view of ``tensor``'s memory (bfloat16 through its 16-bit storage)."""
+    if tensor.requires_grad:  # a parameter (detaching costs microseconds: not the rest)
+        tensor = tensor.detach()
     if tensor.dtype == torch.bfloat16:
-        return tensor.detach().view(torch.int16).numpy().view(_bfloat16())
-    return tensor.detach().numpy()
+        return tensor.view(torch.int16).numpy().view(_bfloat16())
+    return tensor.numpy()
 
 
 def _as_float(value: Any) -> Any:
@@ -107,7 +106,7 @@ def _as_float(value: Any) -> Any:
 class _Call:
     """One kernel call of a step: the tensors of one group, dtype and step count."""
 
-    __slots__ = ("grads", "group", "params", "step", "mu_product")
+    __slots__ = ("grads", "group", "mu_product", "params", "step")
 
     def __init__(self, group: int, step: int, mu_product: Optional[float]) -> None:
         self.group = group
@@ -221,7 +220,7 @@ class Optimizer(torch.optim.Optimizer):
                     f"state of {where}: {key!r} has shape {tuple(tensor.shape)} and dtype "
                     f"{tensor.dtype}; the update needs {tuple(param.shape)} and {dtype}"
                 )
-            if tensor.device.type != "cpu" or not tensor.is_contiguous():
+            if not (tensor.is_cpu and tensor.is_contiguous()):
                 raise ValueError(f"state of {where}: {key!r} must be a contiguous CPU tensor")
 
     def _new_state(
@@ -232,6 +231,8 @@ class Optimizer(torch.optim.Optimizer):
         return torch.full(param.shape, value, dtype=self._state_dtype(param))
 
     # -- the update --------------------------------------------------------------------------
+    # Not traced by torch.compile: the update is a Rust call on NumPy views.
+    @torch.compiler.disable  # type: ignore[untyped-decorator]
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
         """One update of every parameter that has a gradient, in place; ``closure``
@@ -285,7 +286,7 @@ class Optimizer(torch.optim.Optimizer):
 
     @staticmethod
     def _check_tensor(p: torch.Tensor, grad: torch.Tensor, where: str) -> None:
-        if p.device.type != "cpu" or grad.device.type != "cpu":
+        if not (p.is_cpu and grad.is_cpu):
             raise ValueError(
                 f"{where} is on {p.device if p.device.type != 'cpu' else grad.device}; "
                 "lrfast.torch updates CPU tensors"
