@@ -641,3 +641,51 @@ def test_deepspeed_zero_offload_with_lrfast_as_the_cpu_optimizer(tmp_path: Path)
     for rank, (ours, theirs) in enumerate(zip(runs["lrfast"]["masters"], runs["torch"]["masters"])):
         for a, b in zip(ours, theirs):
             assert_close(a, b, f"rank {rank}'s partition")
+
+
+def _trained_adam():  # type: ignore[no-untyped-def]
+    p = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    optimizer = lt.Adam([p], lr=0.01, amsgrad=True)
+    p.grad = torch.ones_like(p)
+    optimizer.step()
+    return p, optimizer
+
+
+@pytest.mark.parametrize(
+    ("corrupt", "message"),
+    [
+        (lambda sd: sd["state"][0].update(exp_avg=torch.zeros(5)), r"\['exp_avg'\] has shape"),
+        (lambda sd: sd["state"][0].update(sum=torch.zeros(4, 3)), "keeps no 'sum'"),
+        (lambda sd: sd["state"][0].update(step="3"), r"\['step'\] must be a number"),
+        (lambda sd: sd["state"][0].update(exp_avg_sq=[1.0]), "floating-point tensor"),
+        (lambda sd: sd["param_groups"][0].update(lr=-1.0), r"param_groups'\]\[0\].*lr"),
+        (lambda sd: sd["param_groups"].append(sd["param_groups"][0]), "1 groups"),
+    ],
+)
+def test_a_state_dict_that_does_not_fit_changes_nothing(corrupt, message) -> None:  # type: ignore[no-untyped-def]
+    _, optimizer = _trained_adam()
+    before = copy.deepcopy(optimizer.state_dict())
+    bad = copy.deepcopy(before)
+    corrupt(bad)
+    with pytest.raises((TypeError, ValueError), match=message):
+        optimizer.load_state_dict(bad)
+    after = optimizer.state_dict()
+    assert after["param_groups"] == before["param_groups"]
+    for key, value in before["state"][0].items():
+        assert torch.equal(after["state"][0][key], value), key
+
+
+def test_old_checkpoints_with_number_steps_load() -> None:
+    """torch checkpoints from before step tensors hold a number; it loads as torch.optim does."""
+    p, optimizer = _trained_adam()
+    saved = copy.deepcopy(optimizer.state_dict())
+    saved["state"][0]["step"] = 1
+    q = p.detach().clone().requires_grad_()
+    fresh = lt.Adam([q], lr=0.01, amsgrad=True)
+    fresh.load_state_dict(saved)
+    assert isinstance(fresh.state[q]["step"], torch.Tensor)
+    p.grad = torch.ones_like(p)
+    q.grad = torch.ones_like(q)
+    optimizer.step()
+    fresh.step()
+    assert torch.equal(p, q)

@@ -388,19 +388,65 @@ class Optimizer(torch.optim.Optimizer):
 
     # -- checkpoints -------------------------------------------------------------------------
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Loads a state dict of this class or of its ``torch.optim`` original. torch's base
-        class casts state to each parameter's dtype; float16 and bfloat16 parameters keep their
-        float32 state here instead."""
-        saved = state_dict.get("state", {}) if isinstance(state_dict, dict) else {}
+        """Loads a state dict of this class or of its ``torch.optim`` original, after checking
+        all of it (every group's values, every state tensor's key, shape and dtype): a state
+        dict that does not fit changes nothing. torch's base class casts state to each
+        parameter's dtype; float16 and bfloat16 parameters keep float32 state here instead."""
+        self._check_loadable(state_dict)
+        saved = state_dict["state"]
         super().load_state_dict(state_dict)
         ids = [i for group in state_dict["param_groups"] for i in group["params"]]
         params = [p for group in self.param_groups for p in group["params"]]
         for index, p in zip(ids, params):
-            if p.dtype not in _LOW_PRECISION or index not in saved:
+            state = self.state.get(p)
+            if not state:
                 continue
-            for key, value in saved[index].items():
-                if isinstance(value, torch.Tensor) and value.shape == p.shape:
-                    self.state[p][key] = value.to(torch.float32, copy=True)
+            for key in ("step", "mu_product"):  # numbers in old torch checkpoints, as torch.optim
+                if key in state and not isinstance(state[key], torch.Tensor):
+                    state[key] = torch.tensor(float(state[key]), dtype=_scalar_dtype())
+            if p.dtype in _LOW_PRECISION:
+                for key, value in saved[index].items():
+                    if key == "mu_product" and isinstance(value, torch.Tensor):
+                        state[key] = value.clone()  # its own dtype, not the parameter's
+                    elif key != "step" and isinstance(value, torch.Tensor):
+                        state[key] = value.to(torch.float32, copy=True)
+
+    def _check_loadable(self, state_dict: Any) -> None:
+        if not isinstance(state_dict, dict) or not isinstance(state_dict.get("state"), dict):
+            raise ValueError("state_dict must be a dict with 'state' and 'param_groups'")
+        groups = state_dict.get("param_groups")
+        if not isinstance(groups, list) or len(groups) != len(self.param_groups):
+            raise ValueError(
+                f"state_dict['param_groups'] must be a list of {len(self.param_groups)} groups, "
+                "one per group of the optimizer"
+            )
+        known = {_TORCH_KEY.get(s.name, s.name) for s in self.spec.slots} | {"master"}
+        scalars = {"step"} | ({"mu_product"} if self.spec.carried is not None else set())
+        for g, (saved, group) in enumerate(zip(groups, self.param_groups)):
+            where = f"state_dict['param_groups'][{g}]"
+            if not isinstance(saved, dict) or len(saved.get("params", ())) != len(group["params"]):
+                raise ValueError(f"{where} must be a dict of {len(group['params'])} 'params'")
+            self._kernel_values({**group, **saved}, where)
+            for index, p in zip(saved["params"], group["params"]):
+                entry = state_dict["state"].get(index)
+                if entry is None:
+                    continue
+                if not isinstance(entry, dict):
+                    raise TypeError(f"state_dict['state'][{index}] must be a dict")
+                for key, value in entry.items():
+                    name = f"state_dict['state'][{index}][{key!r}]"
+                    if key in scalars:
+                        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+                        if not (number or (isinstance(value, torch.Tensor) and value.numel() == 1)):
+                            raise ValueError(f"{name} must be a number or a one-element tensor")
+                    elif key not in known:
+                        raise ValueError(f"{name}: {type(self).__name__} keeps no {key!r}")
+                    elif not isinstance(value, torch.Tensor) or not value.is_floating_point():
+                        raise TypeError(f"{name} must be a floating-point tensor")
+                    elif value.shape != p.shape:
+                        raise ValueError(
+                            f"{name} has shape {tuple(value.shape)}, its parameter {tuple(p.shape)}"
+                        )
 
     def __repr__(self) -> str:
         return super().__repr__().replace(self.torch_class.__name__, type(self).__name__, 1)
