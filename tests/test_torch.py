@@ -689,3 +689,16 @@ def test_old_checkpoints_with_number_steps_load() -> None:
     optimizer.step()
     fresh.step()
     assert torch.equal(p, q)
+
+
+def test_a_first_step_the_kernel_refuses_creates_no_state() -> None:
+    """A gradient that is a view of its own parameter: the kernel refuses the call before it
+    writes, and the state the step was about to use is taken back."""
+    p = torch.randn(6, requires_grad=True)
+    optimizer = lt.Adam([p], lr=0.1)
+    p.grad = p.detach()  # the same memory
+    before = p.detach().clone()
+    with pytest.raises(ValueError, match=r"share|overlap|alias"):
+        optimizer.step()
+    assert len(optimizer.state) == 0
+    assert torch.equal(p.detach(), before)

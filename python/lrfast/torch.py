@@ -336,6 +336,9 @@ class Optimizer(torch.optim.Optimizer):
         """One kernel call: creates missing state, updates in place, counts the step."""
         group = self.param_groups[call.group]
         states, steps, masters = [], [], []
+        # What this call adds, taken back if the kernel refuses the call (it checks every
+        # array before writing any, so then nothing else has changed).
+        before = [(p, set(self.state[p]) if p in self.state else None) for p in call.params]
         for p in call.params:
             state = self.state.get(p, {})
             for slot, key in keys:
@@ -368,18 +371,27 @@ class Optimizer(torch.optim.Optimizer):
             assert mu is not None
             product = states[0]["mu_product"] * mu
             carried = float(product.item()) / mu
-        _lrfast.step(
-            spec.name,
-            [_array(p) for p in call.params],
-            [_array(g) for g in call.grads],
-            arguments,
-            masters or None,
-            call.step,
-            lr,
-            rest,
-            1.0,
-            carried,
-        )
+        try:
+            _lrfast.step(
+                spec.name,
+                [_array(p) for p in call.params],
+                [_array(g) for g in call.grads],
+                arguments,
+                masters or None,
+                call.step,
+                lr,
+                rest,
+                1.0,
+                carried,
+            )
+        except BaseException:
+            for p, keys_before in before:
+                if keys_before is None:
+                    self.state.pop(p, None)
+                else:
+                    for key in set(self.state[p]) - keys_before:
+                        del self.state[p][key]
+            raise
         if steps:
             torch._foreach_add_(steps, 1.0)
         if spec.carried is not None:
