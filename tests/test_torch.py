@@ -22,8 +22,10 @@ from lrfast import schedules  # noqa: E402
 
 # float32 results agree with torch.optim's to this many units in the last place (of each
 # tensor's largest value, or of 1), over the steps and options the property test draws: the
-# kernels and torch round the same formulas in a different order (torch's lerp and addcdiv).
-FLOAT32_ULPS = 8
+# kernels and torch round the same formulas in a different order (torch's lerp and addcdiv), and
+# a momentum buffer sums those differences over up to 1/(1 - momentum) steps. Measured worst over
+# 2,000 drawn cases: 16 (RMSprop's momentum buffer).
+FLOAT32_ULPS = 32
 # The largest errors seen (the test summary prints them).
 WORST = {"float64 relative": 0.0, "float32 ULPs": 0.0}
 FLOAT64_RELATIVE = 1e-10

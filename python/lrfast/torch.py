@@ -266,6 +266,9 @@ class Optimizer(torch.optim.Optimizer):
                 step, mu_product = 1, None
                 if state:
                     self._check_state(p, state, [k for _, k in keys] + ["master"], where)
+                    for scalar in ("step", "mu_product"):
+                        if scalar in state and not isinstance(state[scalar], torch.Tensor):
+                            raise TypeError(f"state of {where}: {scalar!r} must be a tensor")
                     if "step" in state:
                         step = int(_as_float(state["step"])) + 1
                     elif "momentum_buffer" in state:
