@@ -80,6 +80,16 @@ def _tensors(shapes: list[tuple[int, ...]], dtype: torch.dtype) -> list[torch.Te
     return params
 
 
+def _array(tensor: torch.Tensor) -> Any:
+    """A NumPy view of ``tensor``'s memory (bfloat16 through its 16-bit storage)."""
+    tensor = tensor.detach()
+    if tensor.dtype == torch.bfloat16:
+        import ml_dtypes
+
+        return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return tensor.numpy()
+
+
 def _contestants(shapes: list[tuple[int, ...]], bf16: bool) -> dict[str, Callable[[], Any]]:
     """The steps to time, each on its own tensors (state created by a first step)."""
     contestants: dict[str, Callable[[], Any]] = {}
@@ -104,9 +114,9 @@ def _contestants(shapes: list[tuple[int, ...]], bf16: bool) -> dict[str, Callabl
         for group in ours.param_groups
         for p in group["params"]
     ]
-    views = [[lt._array(t) for t in column] for column in zip(*arrays)]  # type: ignore[arg-type]
+    views = [[_array(t) for t in column] for column in zip(*arrays)]  # type: ignore[arg-type]
     masters = (
-        [lt._array(ours.state[p]["master"]) for g in ours.param_groups for p in g["params"]]
+        [_array(ours.state[p]["master"]) for g in ours.param_groups for p in g["params"]]
         if bf16
         else None
     )

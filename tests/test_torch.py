@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -704,3 +705,111 @@ def test_a_first_step_the_kernel_refuses_creates_no_state() -> None:
         optimizer.step()
     assert len(optimizer.state) == 0
     assert torch.equal(p.detach(), before)
+
+
+def _stepped_pair():  # type: ignore[no-untyped-def]
+    """Two groups of an Adam that has taken a step, and a copy of everything it holds."""
+    p, q = torch.randn(4, 3, requires_grad=True), torch.randn(5, requires_grad=True)
+    optimizer = lt.Adam([{"params": [p]}, {"params": [q]}], lr=0.1)
+    p.grad, q.grad = torch.ones(4, 3), torch.ones(5)
+    optimizer.step()
+    return p, q, optimizer
+
+
+def _snapshot(optimizer):  # type: ignore[no-untyped-def]
+    params = [p.detach().clone() for g in optimizer.param_groups for p in g["params"]]
+    return params, copy.deepcopy(optimizer.state_dict()["state"])
+
+
+def _assert_unchanged(optimizer, snapshot, but: str = "") -> None:  # type: ignore[no-untyped-def]
+    """Every parameter and state tensor is as in ``snapshot``, but the second group's ``but``."""
+    params, state = snapshot
+    now = [p.detach() for g in optimizer.param_groups for p in g["params"]]
+    assert all(torch.equal(a, b) for a, b in zip(now, params))
+    after = optimizer.state_dict()["state"]
+    assert set(after) == set(state)
+    for index, entry in state.items():
+        assert set(after[index]) == set(entry)
+        for key, value in entry.items():
+            if (index, key) != (1, but):
+                assert torch.equal(after[index][key], value), (index, key)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "words"),
+    [
+        ("exp_avg", [0.0] * 5, "must be a tensor, got list"),
+        ("exp_avg_sq", torch.zeros(4), r"has dtype .* shape \(4,\); .* \(5,\)"),
+        (
+            "exp_avg",
+            torch.zeros(5, dtype=torch.float64),
+            "has dtype torch.float64 .* needs torch.float32",
+        ),
+        ("exp_avg", torch.zeros(10)[::2], "is not contiguous"),
+        ("exp_avg", torch.zeros(5, device="meta"), "is on meta"),
+        ("step", torch.tensor(1.5), "is 1.5; a step count is a whole number"),
+        ("step", torch.tensor([1.0, 2.0]), "must be a float32 or float64 tensor of one element"),
+    ],
+)
+def test_a_state_written_by_hand_that_does_not_fit_changes_nothing(key, value, words) -> None:  # type: ignore[no-untyped-def]
+    """The second group's state is broken after a step: the next step names the tensor and
+    writes nothing, in either group."""
+    p, q, optimizer = _stepped_pair()
+    snapshot = _snapshot(optimizer)
+    optimizer.state[q][key] = value
+    p.grad, q.grad = torch.ones(4, 3), torch.ones(5)
+    name = re.escape(f"state '{key}' of param_groups[1]['params'][0] ")
+    with pytest.raises((TypeError, ValueError), match=name + words):
+        optimizer.step()
+    _assert_unchanged(optimizer, snapshot, key)
+
+
+def test_tensors_of_two_groups_that_share_memory_are_refused() -> None:
+    """Each kernel call checks its own arrays; the step checks all of them, across groups."""
+    base = torch.randn(10)
+    p = base[:6].requires_grad_()
+    q = base[4:].requires_grad_()  # overlaps p's last two elements
+    optimizer = lt.SGD([{"params": [p]}, {"params": [q]}], lr=0.1, momentum=0.9)
+    p.grad, q.grad = torch.ones(6), torch.ones(6)
+    before = base.clone()
+    names = r"param_groups\[0\]\['params'\]\[0\] and param_groups\[1\]\['params'\]\[0\]"
+    with pytest.raises(ValueError, match=names + " share memory"):
+        optimizer.step()
+    assert torch.equal(base, before)
+    assert len(optimizer.state) == 0
+
+
+def test_a_negated_view_parameter_is_refused() -> None:
+    p = torch.randn(4)._neg_view().requires_grad_()
+    optimizer = lt.SGD([p], lr=0.1)
+    p.grad = torch.ones(4)
+    with pytest.raises(ValueError, match="negative bit"):
+        optimizer.step()
+
+
+def test_a_gradient_that_is_not_contiguous_is_read_as_is() -> None:
+    ours, theirs = twin_params([(3, 4)], torch.float64, seed=1)
+    grad = torch.randn(4, 3, dtype=torch.float64).t()
+    assert not grad.is_contiguous()
+    ours[0].grad, theirs[0].grad = grad, grad.clone()
+    lt.Adam(ours, lr=0.1).step()
+    torch.optim.Adam(theirs, lr=0.1).step()
+    assert_close(ours[0].detach(), theirs[0].detach(), "param")
+
+
+def test_many_tensors_at_different_steps_in_one_group() -> None:
+    """Parameters that got gradients on different steps are at different step counts: one
+    step runs one kernel call per count, as torch.optim would update them."""
+    ours, theirs = twin_params([(7,)] * 6, torch.float32, seed=2)
+    a, b = lt.NAdam(ours, lr=0.01), torch.optim.NAdam(theirs, lr=0.01)
+    generator = torch.Generator().manual_seed(3)
+    for step in range(5):
+        for i, (x, y) in enumerate(zip(ours, theirs)):
+            has_grad = i <= step  # parameter i joins at step i
+            g = torch.randn(7, generator=generator) if has_grad else None
+            x.grad, y.grad = g, None if g is None else g.clone()
+        a.step()
+        b.step()
+    for x, y in zip(ours, theirs):
+        assert_close(x.detach(), y.detach(), "param")
+    compare_state(a, b)

@@ -41,6 +41,7 @@ __all__ = [
     "optimizer_specs",
     "check_hyperparameter",
     "first_overlap",
+    "torch_step",
     "simd_level",
     "set_num_threads",
     "get_num_threads",
@@ -82,6 +83,18 @@ def first_overlap(
 ) -> Optional[tuple[int, int]]:
     """The indices of two C-contiguous ``arrays`` whose bytes overlap where at least one is
     ``written``, or None (the optimizer classes check a whole step with this)."""
+
+def torch_step(
+    groups: Sequence[tuple[str, list[Any], bool, Any, tuple[Any, ...]]],
+    state: dict[Any, Any],
+    master_weights: bool,
+    fresh: Sequence[tuple[int, int]],
+) -> list[tuple[int, int]]:
+    """lrfast.torch's whole step: each group is ``(kernel, params, counted, lr,
+    hyperparameters)``. Finds every parameter's gradient and state (torch's keys) in
+    ``state``, checks every tensor, runs the kernels and counts the steps; returns the
+    ``(group, index)`` of parameters whose state is missing, with nothing written (``[]``
+    once the step ran). ``fresh`` lists those whose state was just created."""
 
 def simd_level() -> str:
     """The instruction set the kernels run with: "avx512", "avx2", "sse2", "neon" or "scalar"."""

@@ -39,6 +39,8 @@ class Slot:
     """One state array: its name, when the update needs it, and what it holds."""
 
     name: str
+    torch_key: str
+    """PyTorch's key for this array in an optimizer's state (``sum`` for ``state_sum``)."""
     need: str
     """``"always"``, ``"nonzero"`` (when ``need_of`` is not 0) or ``"flag"`` (when set)."""
     need_of: Optional[str]

@@ -9,8 +9,9 @@ arguments, defaults and param-group keys (read from the installed torch), so clo
 ``zero_grad``, step hooks, ``add_param_group``, every ``torch.optim.lr_scheduler``,
 ``torch.distributed.optim.ZeroRedundancyOptimizer`` and DeepSpeed's client optimizers work as
 with the original. ``step()`` updates the CPU tensors in place through NumPy views of their
-memory (taken afresh each step: ZeRO and DeepSpeed rebind ``param.data``), with one kernel call
-per param group, dtype and step count, across all its tensors, the GIL released.
+memory (read afresh each step: ZeRO and DeepSpeed rebind ``param.data``): one Rust call per
+step finds, checks and updates every tensor of every group, with one kernel run per group, dtype
+and step count, multithreaded, the GIL released.
 
 float32 and float64 parameters keep state of their dtype; float16 and bfloat16 parameters keep
 float32 state and, with ``master_weights=True``, a float32 master copy (``state[p]["master"]``)
@@ -31,8 +32,6 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterable
 from typing import Any, Callable, ClassVar, Optional
-
-import numpy as np
 
 from .extras import install_hint
 
@@ -59,8 +58,6 @@ __all__ = [
     "RAdam",
 ]
 
-# torch.optim's name for a state slot where it differs from lrfast's.
-_TORCH_KEY = {"state_sum": "sum"}
 # Accepted and ignored: the kernels are fused and multithreaded whatever these say.
 _IGNORED = frozenset({"foreach", "fused"})
 # Refused when true: the update runs in Rust on the CPU, outside autograd and CUDA graphs.
@@ -75,21 +72,10 @@ def _scalar_dtype() -> torch.dtype:
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
 
 
-def _bfloat16() -> Any:
-    try:
-        import ml_dtypes
-    except ImportError as e:
-        raise ImportError(f"bfloat16 parameters need ml_dtypes: {install_hint('torch')}") from e
-    return ml_dtypes.bfloat16
-
-
-def _array(tensor: torch.Tensor) -> np.ndarray:
-    """A NumPy view of ``tensor``'s memory (bfloat16 through its 16-bit storage)."""
-    if tensor.requires_grad:  # a parameter (detaching costs microseconds: not the rest)
-        tensor = tensor.detach()
-    if tensor.dtype == torch.bfloat16:
-        return tensor.view(torch.int16).numpy().view(_bfloat16())
-    return tensor.numpy()
+def _counted(spec: OptimizerSpec, lr: Any) -> bool:
+    """Whether the state counts steps in ``step``: torch's SGD keeps no count, unless its
+    rate is an lrfast schedule, which is evaluated at each parameter's step."""
+    return spec.name != "sgd" or isinstance(lr, Schedule)
 
 
 def _as_float(value: Any) -> Any:
@@ -101,19 +87,6 @@ def _as_float(value: Any) -> Any:
     if isinstance(value, (tuple, list)):
         return tuple(_as_float(v) for v in value)
     return value
-
-
-class _Call:
-    """One kernel call of a step: the tensors of one group, dtype and step count."""
-
-    __slots__ = ("grads", "group", "mu_product", "params", "step")
-
-    def __init__(self, group: int, step: int, mu_product: Optional[float]) -> None:
-        self.group = group
-        self.step = step
-        self.mu_product = mu_product
-        self.params: list[torch.Tensor] = []
-        self.grads: list[torch.Tensor] = []
 
 
 class Optimizer(torch.optim.Optimizer):
@@ -200,38 +173,45 @@ class Optimizer(torch.optim.Optimizer):
     def _state_dtype(self, param: torch.Tensor) -> torch.dtype:
         return torch.float32 if param.dtype in _LOW_PRECISION else param.dtype
 
-    def _state_keys(self, spec: OptimizerSpec, group: dict[str, Any]) -> list[tuple[str, str]]:
-        """``(lrfast slot, torch key)`` of every state tensor the kernel uses for ``group``."""
-        needed = spec.needed_slots({h.name: group[h.name] for h in spec.hyperparameters})
-        return [(name, _TORCH_KEY.get(name, name)) for name in needed]
+    def _create_state(self, missing: list[tuple[int, int]]) -> list[tuple[Any, Optional[set[str]]]]:
+        """Creates the state the parameters ``missing`` (``(group, index)``) lack; returns
+        what is needed to take it back: each parameter with the keys it had before (``None``
+        for none)."""
+        created: list[tuple[Any, Optional[set[str]]]] = []
+        for g, i in missing:
+            group = self.param_groups[g]
+            spec, lr, _ = self._checked_group(g, group)
+            p = group["params"][i]
+            state = self.state.get(p)
+            before = None if state is None else set(state)
+            created.append((p, before))
+            state = {} if state is None else state
+            values = {h.name: group[h.name] for h in spec.hyperparameters}
+            for slot in spec.slots:
+                if slot.needed(values) and slot.torch_key not in state:
+                    value = 0.0 if slot.initial is None else float(group[slot.initial])
+                    state[slot.torch_key] = torch.full(p.shape, value, dtype=self._state_dtype(p))
+            if _counted(spec, lr) and "step" not in state:
+                # A torch.optim.SGD state has a momentum buffer from its first step on.
+                taken = float(before is not None and "momentum_buffer" in before)
+                state["step"] = torch.tensor(taken, dtype=_scalar_dtype())
+            if spec.carried is not None and "mu_product" not in state:
+                state["mu_product"] = torch.tensor(1.0, dtype=_scalar_dtype())
+            if self.master_weights and p.dtype in _LOW_PRECISION and "master" not in state:
+                state["master"] = p.detach().to(torch.float32, copy=True)
+            self.state[p] = state
+        return created
 
-    def _check_state(
-        self, param: torch.Tensor, state: dict[str, Any], keys: list[str], where: str
-    ) -> None:
-        dtype = self._state_dtype(param)
-        for key in keys:
-            tensor = state.get(key)
-            if tensor is None:
-                continue
-            if not isinstance(tensor, torch.Tensor):
-                raise TypeError(f"state of {where}: {key!r} must be a tensor")
-            if tensor.shape != param.shape or tensor.dtype != dtype:
-                raise ValueError(
-                    f"state of {where}: {key!r} has shape {tuple(tensor.shape)} and dtype "
-                    f"{tensor.dtype}; the update needs {tuple(param.shape)} and {dtype}"
-                )
-            if not (tensor.is_cpu and tensor.is_contiguous()):
-                raise ValueError(f"state of {where}: {key!r} must be a contiguous CPU tensor")
-
-    def _new_state(
-        self, spec: OptimizerSpec, group: dict[str, Any], param: torch.Tensor, key: str, slot: str
-    ) -> torch.Tensor:
-        fill = next(s.initial for s in spec.slots if s.name == slot)
-        value = 0.0 if fill is None else float(group[fill])
-        return torch.full(param.shape, value, dtype=self._state_dtype(param))
+    def _take_back(self, created: list[tuple[Any, Optional[set[str]]]]) -> None:
+        for p, before in created:
+            if before is None:
+                self.state.pop(p, None)
+            else:
+                for key in set(self.state[p]) - before:
+                    del self.state[p][key]
 
     # -- the update --------------------------------------------------------------------------
-    # Not traced by torch.compile: the update is a Rust call on NumPy views.
+    # Not traced by torch.compile: the update is a Rust call on the tensors' memory.
     @torch.compiler.disable  # type: ignore[untyped-decorator]
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
@@ -242,164 +222,21 @@ class Optimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        plan = self._plan()
-        for spec, lr, rest, keys, call in plan:
-            self._run(spec, lr, rest, keys, call)
-        return loss
-
-    def _plan(
-        self,
-    ) -> list[tuple[OptimizerSpec, Any, tuple[Any, ...], list[tuple[str, str]], _Call]]:
-        """Checks every group and tensor, writing nothing; returns the kernel calls."""
-        plan = []
+        calls = []
         for g, group in enumerate(self.param_groups):
             spec, lr, rest = self._checked_group(g, group)
-            keys = self._state_keys(spec, group)
-            calls: dict[tuple[Any, ...], _Call] = {}
-            for i, p in enumerate(group["params"]):
-                grad = p.grad
-                if grad is None:
-                    continue
-                where = f"param_groups[{g}]['params'][{i}]"
-                self._check_tensor(p, grad, where)
-                state = self.state.get(p)
-                step, mu_product = 1, None
-                if state:
-                    self._check_state(p, state, [k for _, k in keys] + ["master"], where)
-                    for scalar in ("step", "mu_product"):
-                        if scalar in state and not isinstance(state[scalar], torch.Tensor):
-                            raise TypeError(f"state of {where}: {scalar!r} must be a tensor")
-                    if "step" in state:
-                        step = int(_as_float(state["step"])) + 1
-                    elif "momentum_buffer" in state:
-                        step = 2  # a torch.optim.SGD state: the buffer exists after step 1
-                    if spec.carried is not None and "mu_product" in state:
-                        mu_product = float(_as_float(state["mu_product"]))
-                master = self.master_weights and p.dtype in _LOW_PRECISION
-                key = (p.dtype, step, mu_product, master)
-                call = calls.get(key)
-                if call is None:
-                    call = calls[key] = _Call(g, step, mu_product)
-                call.params.append(p)
-                call.grads.append(grad if grad.is_contiguous() else grad.contiguous())
-            plan += [(spec, lr, rest, keys, call) for call in calls.values()]
-        if len(plan) > 1:
-            self._check_disjoint(plan)
-        return plan
-
-    @staticmethod
-    def _check_tensor(p: torch.Tensor, grad: torch.Tensor, where: str) -> None:
-        if not (p.is_cpu and grad.is_cpu):
-            raise ValueError(
-                f"{where} is on {p.device if p.device.type != 'cpu' else grad.device}; "
-                "lrfast.torch updates CPU tensors"
-            )
-        if grad.is_sparse or grad.layout != torch.strided:
-            raise ValueError(f"{where} has a sparse gradient; lrfast.torch needs dense ones")
-        if p.dtype not in _SUPPORTED:
-            raise TypeError(
-                f"{where} has dtype {p.dtype}; lrfast.torch updates float32, float64, float16 "
-                "and bfloat16 parameters"
-            )
-        if grad.dtype != p.dtype or grad.shape != p.shape:
-            raise ValueError(
-                f"{where}: its gradient has dtype {grad.dtype} and shape {tuple(grad.shape)}, "
-                f"the parameter {p.dtype} and {tuple(p.shape)}"
-            )
-        if not p.is_contiguous():
-            raise ValueError(f"{where} is not contiguous; lrfast.torch updates contiguous tensors")
-
-    def _check_disjoint(self, plan: list[Any]) -> None:
-        """Refuses a step whose kernel calls would write memory another call reads or writes:
-        each call checks its own arrays, but a step of several calls checks them all first."""
-        arrays, written, names = [], [], []
-        for _, _, _, keys, call in plan:
-            for p, grad in zip(call.params, call.grads):
-                arrays += [_array(p), _array(grad)]
-                written += [True, False]
-                names += [f"a parameter of {tuple(p.shape)}", "its gradient"]
-                state = self.state.get(p) or {}
-                for _, key in keys:
-                    if key in state:
-                        arrays.append(_array(state[key]))
-                        written.append(True)
-                        names.append(f"its state {key!r}")
-        pair = _lrfast.first_overlap(arrays, written)
-        if pair is not None:
-            raise ValueError(f"{names[pair[0]]} and {names[pair[1]]} share memory")
-
-    def _run(
-        self,
-        spec: OptimizerSpec,
-        lr: Any,
-        rest: tuple[Any, ...],
-        keys: list[tuple[str, str]],
-        call: _Call,
-    ) -> None:
-        """One kernel call: creates missing state, updates in place, counts the step."""
-        group = self.param_groups[call.group]
-        states, steps, masters = [], [], []
-        # What this call adds, taken back if the kernel refuses the call (it checks every
-        # array before writing any, so then nothing else has changed).
-        before = [(p, set(self.state[p]) if p in self.state else None) for p in call.params]
-        for p in call.params:
-            state = self.state.get(p, {})
-            for slot, key in keys:
-                if key not in state:
-                    state[key] = self._new_state(spec, group, p, key, slot)
-            if "step" not in state and (spec.name != "sgd" or isinstance(lr, Schedule)):
-                state["step"] = torch.tensor(float(call.step - 1), dtype=_scalar_dtype())
-            if spec.carried is not None and "mu_product" not in state:
-                state["mu_product"] = torch.tensor(1.0, dtype=_scalar_dtype())
-            if self.master_weights and p.dtype in _LOW_PRECISION and "master" not in state:
-                state["master"] = p.detach().to(torch.float32, copy=True)
-            if state:  # (SGD without momentum and a schedule keeps none, as torch's)
-                self.state[p] = state
-            states.append(state)
-            if "step" in state:
-                steps.append(state["step"])
-            if "master" in state and self.master_weights:
-                masters.append(_array(state["master"]))
-        slot_arrays = {slot: [_array(s[key]) for s in states] for slot, key in keys}
-        arguments = tuple(slot_arrays.get(s.name) for s in spec.slots)
-        carried = None
-        if spec.carried is not None:
-            # torch.optim keeps mu_product in a 0-d tensor (float32 by default) and rounds it to
-            # that dtype each step; the kernel multiplies the value it is given by μ_t in
-            # float64. Giving it torch's rounded product divided by μ_t makes the two agree.
-            empty = np.empty(0)
-            mu = _lrfast.step(
-                spec.name, empty, empty, (empty, empty), None, call.step, lr, rest, 1.0, 1.0
-            )
-            assert mu is not None
-            product = states[0]["mu_product"] * mu
-            carried = float(product.item()) / mu
-        try:
-            _lrfast.step(
-                spec.name,
-                [_array(p) for p in call.params],
-                [_array(g) for g in call.grads],
-                arguments,
-                masters or None,
-                call.step,
-                lr,
-                rest,
-                1.0,
-                carried,
-            )
-        except BaseException:
-            for p, keys_before in before:
-                if keys_before is None:
-                    self.state.pop(p, None)
-                else:
-                    for key in set(self.state[p]) - keys_before:
-                        del self.state[p][key]
-            raise
-        if steps:
-            torch._foreach_add_(steps, 1.0)
-        if spec.carried is not None:
-            for state in states:
-                state["mu_product"].copy_(product)
+            calls.append((spec.name, group["params"], _counted(spec, lr), lr, rest))
+        # One Rust call finds, checks and updates every tensor; it reports the parameters
+        # whose state is missing (first steps) with nothing written.
+        missing = _lrfast.torch_step(calls, self.state, self.master_weights, [])
+        if missing:
+            created = self._create_state(missing)
+            try:
+                _lrfast.torch_step(calls, self.state, self.master_weights, missing)
+            except BaseException:
+                self._take_back(created)  # a refused step leaves no state behind
+                raise
+        return loss
 
     # -- checkpoints -------------------------------------------------------------------------
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -435,7 +272,7 @@ class Optimizer(torch.optim.Optimizer):
                 f"state_dict['param_groups'] must be a list of {len(self.param_groups)} groups, "
                 "one per group of the optimizer"
             )
-        known = {_TORCH_KEY.get(s.name, s.name) for s in self.spec.slots} | {"master"}
+        known = {s.torch_key for s in self.spec.slots} | {"master"}
         scalars = {"step"} | ({"mu_product"} if self.spec.carried is not None else set())
         for g, (saved, group) in enumerate(zip(groups, self.param_groups)):
             where = f"state_dict['param_groups'][{g}]"
@@ -502,7 +339,7 @@ def _optimizer_class(name: str) -> type[Optimizer]:
             "``foreach`` and ``fused`` are ignored, ``capturable`` and ``differentiable`` "
             "refused. ``master_weights=True`` keeps float32 master copies of float16 and "
             "bfloat16 parameters. State per parameter: ``step``, "
-            + ", ".join(f"``{_TORCH_KEY.get(s.name, s.name)}``" for s in spec.slots)
+            + ", ".join(f"``{s.torch_key}``" for s in spec.slots)
             + (", ``mu_product``" if spec.carried else "")
             + ".",
         ]

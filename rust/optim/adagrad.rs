@@ -37,6 +37,7 @@ pub(super) const SPEC: Spec = Spec {
     ],
     slots: &[Slot {
         name: "state_sum",
+        torch_key: "sum",
         need: Need::Always,
         initial: Some("initial_accumulator_value"),
         doc: "sum of squared gradients s",

@@ -120,6 +120,8 @@ pub enum Need {
 #[derive(Clone, Copy, Debug)]
 pub struct Slot {
     pub name: &'static str,
+    /// PyTorch's key for this array in the optimizer's state (`sum` for Adagrad's `state_sum`).
+    pub torch_key: &'static str,
     pub need: Need,
     /// The hyperparameter whose value the array starts from, if not zero.
     pub initial: Option<&'static str>,
@@ -130,6 +132,7 @@ impl Slot {
     pub const fn new(name: &'static str, need: Need, doc: &'static str) -> Self {
         Slot {
             name,
+            torch_key: name,
             need,
             initial: None,
             doc,

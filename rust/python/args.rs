@@ -26,6 +26,50 @@ impl std::fmt::Display for Name {
     }
 }
 
+/// A torch tensor of an `lrfast.torch` step, for messages: `param_groups[0]['params'][3]`, its
+/// gradient, or one of its state tensors.
+#[derive(Clone, Copy)]
+pub(super) struct TensorName {
+    pub group: usize,
+    pub index: usize,
+    pub role: Role,
+}
+
+#[derive(Clone, Copy)]
+pub(super) enum Role {
+    Param,
+    Grad,
+    /// A state tensor, by its key in the optimizer's state (`exp_avg`, `step`, `master`, ...).
+    State(&'static str),
+}
+
+impl std::fmt::Display for TensorName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let param = format!("param_groups[{}]['params'][{}]", self.group, self.index);
+        match self.role {
+            Role::Param => f.write_str(&param),
+            Role::Grad => write!(f, "the gradient of {param}"),
+            Role::State(key) => write!(f, "state '{key}' of {param}"),
+        }
+    }
+}
+
+/// Whatever a call's argument is named by: an array argument or a torch tensor.
+#[derive(Clone, Copy)]
+pub(super) enum Label {
+    Array(Name),
+    Tensor(TensorName),
+}
+
+impl std::fmt::Display for Label {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Label::Array(name) => name.fmt(f),
+            Label::Tensor(name) => name.fmt(f),
+        }
+    }
+}
+
 /// One array argument, known to be an ndarray.
 pub(super) struct ArrayArg<'py> {
     pub name: Name,

@@ -26,7 +26,7 @@ use numpy::{PyArrayDescrMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
-use super::args::{ArrayArg, Name, TensorArgs};
+use super::args::{ArrayArg, Label, TensorArgs};
 use super::kernels::GIL_RELEASE_LEN;
 
 /// The bytes of a C-contiguous array: `[start, end)`.
@@ -83,32 +83,31 @@ pub(super) fn first_overlap(
 }
 
 /// Refuses two arguments whose bytes overlap: the test `numpy.shares_memory` makes, which for
-/// C-contiguous arrays is an intersection of byte ranges. Sorting the ranges makes it
-/// O(n log n), for calls with thousands of arrays.
+/// C-contiguous arrays is an intersection of byte ranges.
 pub(super) fn check_no_overlap<'a, 'py: 'a>(
     arrays: impl IntoIterator<Item = &'a ArrayArg<'py>>,
 ) -> PyResult<()> {
-    let mut ranges: Vec<(usize, usize, Name)> = arrays
-        .into_iter()
-        .filter(|arg| arg.array.len() > 0)
-        .map(|arg| {
-            let (start, end) = byte_range(&arg.array);
-            (start, end, arg.name)
-        })
-        .collect();
-    ranges.sort_unstable_by_key(|&(start, _, _)| start);
+    check_disjoint(&byte_ranges(arrays.into_iter().map(|arg| (false, arg))))
+}
+
+/// Refuses two of `ranges` that overlap. Sorting the ranges makes it O(n log n), for calls with
+/// thousands of arrays.
+pub(super) fn check_disjoint(ranges: &[InFlight]) -> PyResult<()> {
+    let mut sorted: Vec<&InFlight> = ranges.iter().filter(|r| r.start < r.end).collect();
+    sorted.sort_unstable_by_key(|r| r.start);
     // After sorting, an overlap exists iff some range starts before the furthest end so far.
-    let mut furthest: Option<(usize, Name)> = None;
-    for &(start, end, name) in &ranges {
-        if let Some((far_end, far_name)) = furthest {
-            if start < far_end {
+    let mut furthest: Option<&InFlight> = None;
+    for &range in &sorted {
+        if let Some(far) = furthest {
+            if range.start < far.end {
                 return Err(PyValueError::new_err(format!(
-                    "{far_name} and {name} share memory; every array of an update must be distinct"
+                    "{} and {} share memory; every array of an update must be distinct",
+                    far.name, range.name
                 )));
             }
         }
-        if furthest.is_none_or(|(far_end, _)| end > far_end) {
-            furthest = Some((end, name));
+        if furthest.is_none_or(|far| range.end > far.end) {
+            furthest = Some(range);
         }
     }
     Ok(())
@@ -136,7 +135,7 @@ pub(super) fn check_writeable(arg: &ArrayArg<'_>, what: &str) -> PyResult<()> {
 /// The arrays that updates running without the GIL are using, so that a second thread cannot
 /// update the same memory at the same moment (a torn result); it gets a clear error instead.
 pub(super) mod in_flight {
-    use super::{Name, PyResult, PyValueError};
+    use super::{Label, PyResult, PyValueError};
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
 
@@ -145,7 +144,7 @@ pub(super) mod in_flight {
         pub start: usize,
         pub end: usize,
         pub writes: bool,
-        pub name: Name,
+        pub name: Label,
     }
 
     static RANGES: Mutex<Vec<(u64, InFlight)>> = Mutex::new(Vec::new());
@@ -212,7 +211,7 @@ pub(super) fn byte_ranges<'a, 'py: 'a>(
                 start,
                 end,
                 writes,
-                name: arg.name,
+                name: Label::Array(arg.name),
             }
         })
         .collect()
@@ -247,12 +246,13 @@ pub(super) fn claim_tensors(
                 .chain(tensor.master.iter().map(|master| (true, master)))
         })
         .collect();
-    check_no_overlap(arrays.iter().map(|(_, arg)| *arg))?;
+    let ranges = byte_ranges(arrays.iter().copied());
+    check_disjoint(&ranges)?;
     for (writes, arg) in &arrays {
         if *writes {
             check_writeable(arg, "the update")?;
         }
     }
     let total: usize = tensors.iter().map(|t| t.param.array.len()).sum();
-    claim(byte_ranges(arrays), total)
+    claim(ranges, total)
 }

@@ -87,30 +87,18 @@ impl Call<'_, '_> {
         let update = parse_step(self.step)?;
         let spec = O::SPEC;
         let lr: LearningRate = self.lr.extract()?;
-        let mut values = Vec::with_capacity(MAX_HYPERPARAMETERS);
-        values.push(Value::Real(lr.at(self.step)?));
-        let expected = spec.kernel_hyperparameters().count() - 1;
-        if self.hyperparameters.len() != expected {
-            return Err(PyTypeError::new_err(format!(
-                "{} takes {expected} hyperparameters after lr, got {}",
-                spec.name,
-                self.hyperparameters.len()
-            )));
-        }
-        for (h, object) in spec
-            .kernel_hyperparameters()
-            .skip(1)
-            .zip(self.hyperparameters.iter())
-        {
-            values.push(value(h.name, h.default, &object)?);
-        }
         let grad_scale = real("grad_scale", self.grad_scale)?;
         let carried = match (spec.carried, self.carried) {
             (Some(c), Some(object)) if !object.is_none() => Some(real(c.name, object)?),
             _ => None,
         };
-        let mut optimizer = O::from_hyperparameters(&spec.check(&values, grad_scale)?)?;
-        optimizer.carry_in(update, carried)?;
+        let optimizer: O = optimizer(
+            update,
+            lr.at(self.step)?,
+            self.hyperparameters,
+            grad_scale,
+            carried,
+        )?;
         if self.states.len() != spec.slots.len() {
             return Err(PyTypeError::new_err(format!(
                 "{} takes {} state arguments, got {}",
@@ -135,6 +123,39 @@ impl Call<'_, '_> {
         )?;
         Ok(optimizer.carry_out(update))
     }
+}
+
+/// The optimizer `O` for update `update` at rate `lr`, with `hyperparameters` (the values of
+/// its spec's kernel hyperparameters after `lr`, in order) checked by its spec, and the
+/// carried scalar (NAdam's `mu_product`) before the update, if given.
+pub(super) fn optimizer<O: Defined>(
+    update: u64,
+    lr: f64,
+    hyperparameters: &Bound<'_, PyTuple>,
+    grad_scale: f64,
+    carried: Option<f64>,
+) -> PyResult<O> {
+    let spec = O::SPEC;
+    let mut values = Vec::with_capacity(MAX_HYPERPARAMETERS);
+    values.push(Value::Real(lr));
+    let expected = spec.kernel_hyperparameters().count() - 1;
+    if hyperparameters.len() != expected {
+        return Err(PyTypeError::new_err(format!(
+            "{} takes {expected} hyperparameters after lr, got {}",
+            spec.name,
+            hyperparameters.len()
+        )));
+    }
+    for (h, object) in spec
+        .kernel_hyperparameters()
+        .skip(1)
+        .zip(hyperparameters.iter())
+    {
+        values.push(value(h.name, h.default, &object)?);
+    }
+    let mut optimizer = O::from_hyperparameters(&spec.check(&values, grad_scale)?)?;
+    optimizer.carry_in(update, carried)?;
+    Ok(optimizer)
 }
 
 /// `object` as a value of the kind `default` has.
@@ -240,6 +261,7 @@ fn spec_dict<'py>(py: Python<'py>, spec: &Spec) -> PyResult<Bound<'py, PyDict>> 
     for slot in spec.slots {
         let item = PyDict::new(py);
         item.set_item("name", slot.name)?;
+        item.set_item("torch_key", slot.torch_key)?;
         let (kind, on) = match slot.need {
             Need::Always => ("always", None),
             Need::NonZero(name) => ("nonzero", Some(name)),

@@ -8,7 +8,8 @@
 //! - `kernels`: the one door to every optimizer and the export of their specs;
 //! - `clipping`: gradient norms and clipping;
 //! - `runtime`: threads and SIMD level;
-//! - `schedule`: learning-rate schedules.
+//! - `schedule`: learning-rate schedules;
+//! - `torch`: `lrfast.torch`'s whole step over torch tensors.
 //!
 //! Every check runs before any array is written, and every failure is a Python exception that
 //! names the argument at fault.
@@ -25,6 +26,7 @@ mod kernels;
 mod runtime;
 mod schedule;
 mod slices;
+mod torch;
 
 impl From<Error> for PyErr {
     fn from(err: Error) -> PyErr {
@@ -40,6 +42,7 @@ fn _lrfast(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(kernels::check_hyperparameter, module)?)?;
     module.add_function(wrap_pyfunction!(kernels::_memory_floor_step, module)?)?;
     module.add_function(wrap_pyfunction!(claims::first_overlap, module)?)?;
+    module.add_function(wrap_pyfunction!(torch::torch_step, module)?)?;
     module.add_function(wrap_pyfunction!(clipping::clip_grad_norm, module)?)?;
     module.add_function(wrap_pyfunction!(clipping::clip_grad_value, module)?)?;
     module.add_function(wrap_pyfunction!(clipping::grad_norm, module)?)?;

@@ -406,10 +406,15 @@ impl LearningRate {
     pub(super) fn at(&self, step: &Bound<'_, PyAny>) -> PyResult<f64> {
         match self {
             LearningRate::Fixed(lr) => Ok(*lr),
-            LearningRate::Scheduled(schedule) => {
-                let update = parse_step(step)?;
-                schedule.rate(update - 1).map_err(callback_error)
-            }
+            LearningRate::Scheduled(_) => self.at_update(parse_step(step)?),
+        }
+    }
+
+    /// The rate for update `update` (1-based, already checked).
+    pub(super) fn at_update(&self, update: u64) -> PyResult<f64> {
+        match self {
+            LearningRate::Fixed(lr) => Ok(*lr),
+            LearningRate::Scheduled(schedule) => schedule.rate(update - 1).map_err(callback_error),
         }
     }
 }
