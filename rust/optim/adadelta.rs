@@ -105,13 +105,15 @@ impl Adadelta {
         let eps = T::from_f64(self.eps);
         let factor = T::from_f64(self.gradient.factor);
         let weight_decay = T::from_f64(self.weight_decay);
+        // Loads before stores (see the `optim` module docs).
         for i in 0..n {
-            let g = effective_grad::<T, L2>(grad[i], param[i], factor, weight_decay);
-            let v = square_avg[i] * rho + one_minus_rho * g * g;
+            let (p, v, u) = (param[i], square_avg[i], acc_delta[i]);
+            let g = effective_grad::<T, L2>(grad[i], p, factor, weight_decay);
+            let v = v * rho + one_minus_rho * g * g;
+            let delta = (u + eps).sqrt() / (v + eps).sqrt() * g;
             square_avg[i] = v;
-            let delta = (acc_delta[i] + eps).sqrt() / (v + eps).sqrt() * g;
-            acc_delta[i] = acc_delta[i] * rho + one_minus_rho * delta * delta;
-            param[i] = param[i] - lr * delta;
+            acc_delta[i] = u * rho + one_minus_rho * delta * delta;
+            param[i] = p - lr * delta;
         }
     }
 }

@@ -124,11 +124,13 @@ impl Adagrad {
         let eps = T::from_f64(self.eps);
         let factor = T::from_f64(s.factor);
         let weight_decay = T::from_f64(s.weight_decay);
+        // Loads before stores (see the `optim` module docs).
         for i in 0..n {
-            let g = effective_grad::<T, L2>(grad[i], param[i], factor, weight_decay);
-            let total = sum[i] + g * g;
+            let (p, s) = (param[i], sum[i]);
+            let g = effective_grad::<T, L2>(grad[i], p, factor, weight_decay);
+            let total = s + g * g;
             sum[i] = total;
-            param[i] = param[i] - clr * g / (total.sqrt() + eps);
+            param[i] = p - clr * g / (total.sqrt() + eps);
         }
     }
 }

@@ -176,24 +176,28 @@ impl<const DECOUPLED: bool> AdamFamily<DECOUPLED> {
         let l2 = T::from_f64(s.l2);
         let shrink = T::from_f64(s.shrink);
         let factor = T::from_f64(s.factor);
-        // The moment updates shared by both loops; returns the (AdamW-shrunk) parameter.
-        let update = |p: T, g: T, m: &mut T, v: &mut T| -> T {
-            let (p, g) = decayed::<T, L2, SHRINK>(p, g, shrink, factor, l2);
-            moments.update(m, v, g);
-            p
-        };
+        // Loads before stores (see the `optim` module docs).
         if self.amsgrad {
             let max_exp_avg_sq = &mut max_exp_avg_sq[..n];
             for i in 0..n {
-                let p = update(param[i], grad[i], &mut exp_avg[i], &mut exp_avg_sq[i]);
-                let v_max = max_keep_nan(max_exp_avg_sq[i], exp_avg_sq[i]);
+                let (p, g) = (param[i], grad[i]);
+                let (m, v, v_max) = (exp_avg[i], exp_avg_sq[i], max_exp_avg_sq[i]);
+                let (p, g) = decayed::<T, L2, SHRINK>(p, g, shrink, factor, l2);
+                let (m, v) = moments.next(m, v, g);
+                let v_max = max_keep_nan(v_max, v);
+                exp_avg[i] = m;
+                exp_avg_sq[i] = v;
                 max_exp_avg_sq[i] = v_max;
-                param[i] = p - step_size * exp_avg[i] / (v_max.sqrt() / bc2_sqrt + eps);
+                param[i] = p - step_size * m / (v_max.sqrt() / bc2_sqrt + eps);
             }
         } else {
             for i in 0..n {
-                let p = update(param[i], grad[i], &mut exp_avg[i], &mut exp_avg_sq[i]);
-                param[i] = p - step_size * exp_avg[i] / (exp_avg_sq[i].sqrt() / bc2_sqrt + eps);
+                let (p, g, m, v) = (param[i], grad[i], exp_avg[i], exp_avg_sq[i]);
+                let (p, g) = decayed::<T, L2, SHRINK>(p, g, shrink, factor, l2);
+                let (m, v) = moments.next(m, v, g);
+                exp_avg[i] = m;
+                exp_avg_sq[i] = v;
+                param[i] = p - step_size * m / (v.sqrt() / bc2_sqrt + eps);
             }
         }
     }

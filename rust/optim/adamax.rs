@@ -111,13 +111,15 @@ impl Adamax {
         let clr = T::from_f64(s.clr);
         let factor = T::from_f64(s.factor);
         let weight_decay = T::from_f64(self.weight_decay);
+        // Loads before stores (see the `optim` module docs).
         for i in 0..n {
-            let g = effective_grad::<T, L2>(grad[i], param[i], factor, weight_decay);
-            let m = beta1 * exp_avg[i] + one_minus_beta1 * g;
+            let (p, m, u) = (param[i], exp_avg[i], exp_inf[i]);
+            let g = effective_grad::<T, L2>(grad[i], p, factor, weight_decay);
+            let m = beta1 * m + one_minus_beta1 * g;
+            let u = max_keep_nan(u * beta2, g.abs() + eps);
             exp_avg[i] = m;
-            let u = max_keep_nan(exp_inf[i] * beta2, g.abs() + eps);
             exp_inf[i] = u;
-            param[i] = param[i] - clr * m / u;
+            param[i] = p - clr * m / u;
         }
     }
 }

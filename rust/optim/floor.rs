@@ -42,7 +42,8 @@ impl Optimizer for MemoryFloor {
     // for the dispatched instruction set rather than the baseline.
     #[inline(always)]
     fn update_piece<T: Real>(&self, _: &(), lanes: Lanes<'_, T>) {
-        // One fused pass, like the optimizers: each element of each array is touched once.
+        // One fused pass, like the optimizers: each element of each array is touched once, and
+        // each iteration loads before it stores (see the `optim` module docs).
         let Lanes {
             param,
             grad,
@@ -59,25 +60,28 @@ impl Optimizer for MemoryFloor {
             1 => {
                 let a = &mut a[..n];
                 for i in 0..n {
-                    param[i] = param[i] + grad[i];
-                    a[i] = a[i] + grad[i];
+                    let (p, g, a0) = (param[i], grad[i], a[i]);
+                    param[i] = p + g;
+                    a[i] = a0 + g;
                 }
             }
             2 => {
                 let (a, b) = (&mut a[..n], &mut b[..n]);
                 for i in 0..n {
-                    param[i] = param[i] + grad[i];
-                    a[i] = a[i] + grad[i];
-                    b[i] = b[i] + grad[i];
+                    let (p, g, a0, b0) = (param[i], grad[i], a[i], b[i]);
+                    param[i] = p + g;
+                    a[i] = a0 + g;
+                    b[i] = b0 + g;
                 }
             }
             _ => {
                 let (a, b, c) = (&mut a[..n], &mut b[..n], &mut c[..n]);
                 for i in 0..n {
-                    param[i] = param[i] + grad[i];
-                    a[i] = a[i] + grad[i];
-                    b[i] = b[i] + grad[i];
-                    c[i] = c[i] + grad[i];
+                    let (p, g, a0, b0, c0) = (param[i], grad[i], a[i], b[i], c[i]);
+                    param[i] = p + g;
+                    a[i] = a0 + g;
+                    b[i] = b0 + g;
+                    c[i] = c0 + g;
                 }
             }
         }

@@ -218,9 +218,13 @@ impl NAdam {
         let l2 = T::from_f64(s.l2);
         let shrink = T::from_f64(s.shrink);
         let factor = T::from_f64(s.factor);
+        // Loads before stores (see the `optim` module docs).
         for i in 0..n {
-            let (p, g) = decayed::<T, L2, SHRINK>(param[i], grad[i], shrink, factor, l2);
-            let (m, v) = moments.update(&mut exp_avg[i], &mut exp_avg_sq[i], g);
+            let (p, g, m, v) = (param[i], grad[i], exp_avg[i], exp_avg_sq[i]);
+            let (p, g) = decayed::<T, L2, SHRINK>(p, g, shrink, factor, l2);
+            let (m, v) = moments.next(m, v, g);
+            exp_avg[i] = m;
+            exp_avg_sq[i] = v;
             let den = (v / bc2).sqrt() + eps;
             // Two rounded additions, as PyTorch's two `addcdiv_` calls.
             let p = p + grad_coef * g / den;

@@ -145,9 +145,13 @@ impl RAdam {
         let shrink = T::from_f64(s.shrink);
         let factor = T::from_f64(s.factor);
         let rect = s.rect.map(T::from_f64);
+        // Loads before stores (see the `optim` module docs).
         for i in 0..n {
-            let (p, g) = decayed::<T, L2, SHRINK>(param[i], grad[i], shrink, factor, l2);
-            let (m, v) = moments.update(&mut exp_avg[i], &mut exp_avg_sq[i], g);
+            let (p, g, m, v) = (param[i], grad[i], exp_avg[i], exp_avg_sq[i]);
+            let (p, g) = decayed::<T, L2, SHRINK>(p, g, shrink, factor, l2);
+            let (m, v) = moments.next(m, v, g);
+            exp_avg[i] = m;
+            exp_avg_sq[i] = v;
             let m_hat = m / bc1;
             param[i] = match rect {
                 Some(r) => p - m_hat * lr * (bc2_sqrt / (v.sqrt() + eps)) * r,

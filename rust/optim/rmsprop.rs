@@ -148,23 +148,29 @@ impl RMSprop {
         // Empty slots when unused; indexing them is skipped by the flags below.
         let buf = &mut buf[..if MOMENTUM { n } else { 0 }];
         let grad_avg = &mut grad_avg[..if CENTERED { n } else { 0 }];
+        // Loads before stores (see the `optim` module docs).
         for i in 0..n {
-            let g = effective_grad::<T, L2>(grad[i], param[i], factor, weight_decay);
-            let v = square_avg[i] * alpha + one_minus_alpha * g * g;
-            square_avg[i] = v;
-            let den = if CENTERED {
-                let a = alpha * grad_avg[i] + one_minus_alpha * g;
-                grad_avg[i] = a;
-                (v - a * a).sqrt() + eps
+            let (p, v) = (param[i], square_avg[i]);
+            let a = if CENTERED { grad_avg[i] } else { T::ZERO };
+            let b = if MOMENTUM { buf[i] } else { T::ZERO };
+            let g = effective_grad::<T, L2>(grad[i], p, factor, weight_decay);
+            let v = v * alpha + one_minus_alpha * g * g;
+            let (a, den) = if CENTERED {
+                let a = alpha * a + one_minus_alpha * g;
+                (a, (v - a * a).sqrt() + eps)
             } else {
-                v.sqrt() + eps
+                (a, v.sqrt() + eps)
             };
+            square_avg[i] = v;
+            if CENTERED {
+                grad_avg[i] = a;
+            }
             if MOMENTUM {
-                let b = buf[i] * momentum + g / den;
+                let b = b * momentum + g / den;
                 buf[i] = b;
-                param[i] = param[i] - lr * b;
+                param[i] = p - lr * b;
             } else {
-                param[i] = param[i] - lr * g / den;
+                param[i] = p - lr * g / den;
             }
         }
     }

@@ -139,8 +139,9 @@ impl Sgd {
         let weight_decay = T::from_f64(s.weight_decay);
         if self.momentum == 0.0 {
             for i in 0..n {
-                let g = effective_grad::<T, L2>(grad[i], param[i], factor, weight_decay);
-                param[i] = param[i] - lr * g;
+                let p = param[i];
+                let g = effective_grad::<T, L2>(grad[i], p, factor, weight_decay);
+                param[i] = p - lr * g;
             }
             return;
         }
@@ -149,16 +150,14 @@ impl Sgd {
         let momentum = T::from_f64(s.momentum);
         let keep = T::from_f64(s.one_minus_dampening);
         let nesterov = self.nesterov;
+        // Loads before stores (see the `optim` module docs).
         for i in 0..n {
-            let g = effective_grad::<T, L2>(grad[i], param[i], factor, weight_decay);
-            let b = if s.first {
-                g
-            } else {
-                buf[i] * momentum + keep * g
-            };
-            buf[i] = b;
+            let (p, b) = (param[i], buf[i]);
+            let g = effective_grad::<T, L2>(grad[i], p, factor, weight_decay);
+            let b = if s.first { g } else { b * momentum + keep * g };
             let d = if nesterov { g + momentum * b } else { b };
-            param[i] = param[i] - lr * d;
+            buf[i] = b;
+            param[i] = p - lr * d;
         }
     }
 }
