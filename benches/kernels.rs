@@ -174,5 +174,79 @@ fn mixed_group<H: HalfFloat + Default>(
     group.finish();
 }
 
-criterion_group!(benches, kernels, mixed);
+/// Where arrays lie within a 4 KiB page: `aliased` puts param, grad and the states at one offset
+/// (where allocators put large arrays allocated alone, `np.zeros_like` and torch's included),
+/// `staggered` 1 KiB apart. Adam and its memory floor, f32, dispatched level: the kernels' speed
+/// should not depend on it.
+fn placement(c: &mut Criterion) {
+    let sizes: Vec<usize> = std::env::var("LRFAST_BENCH_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1 << 20, 1 << 24]);
+    let adam = Adam::new(&[]).unwrap();
+    let floor = MemoryFloor::new(2).unwrap();
+    let mut group = c.benchmark_group("placement/adam/f32");
+    group.sample_size(20);
+    for &len in &sizes {
+        group.throughput(Throughput::Bytes((len * 4 * 7) as u64));
+        for (name, offsets) in [("aliased", [64; 4]), ("staggered", [64, 1088, 2112, 3136])] {
+            let mut arrays = Placed::<f32>::new(len, offsets);
+            let mut t = 0u64;
+            group.bench_function(BenchmarkId::new(format!("adam/{name}"), len), |b| {
+                b.iter(|| {
+                    t += 1;
+                    step(&adam, black_box(t), arrays.lanes()).unwrap();
+                })
+            });
+            group.bench_function(BenchmarkId::new(format!("floor/{name}"), len), |b| {
+                b.iter(|| step(&floor, black_box(1), arrays.lanes()).unwrap())
+            });
+        }
+    }
+    group.finish();
+}
+
+/// Param, grad and two states of `len` elements, each starting `offsets[k]` bytes into a page.
+struct Placed<T> {
+    buffers: Vec<Vec<T>>,
+    starts: [usize; 4],
+    len: usize,
+}
+
+impl<T: Real> Placed<T> {
+    fn new(len: usize, offsets: [usize; 4]) -> Self {
+        let size = size_of::<T>();
+        let mut buffers = Vec::new();
+        let mut starts = [0; 4];
+        for (k, &offset) in offsets.iter().enumerate() {
+            let buffer = vec![T::from_f64(1e-4 * (k + 1) as f64); len + 4096 / size];
+            let address = buffer.as_ptr() as usize;
+            starts[k] = (offset + 4096 - address % 4096) % 4096 / size;
+            buffers.push(buffer);
+        }
+        Placed {
+            buffers,
+            starts,
+            len,
+        }
+    }
+
+    fn lanes(&mut self) -> Lanes<'_, T> {
+        let len = self.len;
+        let mut slices = self
+            .buffers
+            .iter_mut()
+            .zip(self.starts)
+            .map(|(buffer, start)| &mut buffer[start..start + len]);
+        let mut next = || slices.next().expect("four arrays");
+        let (param, grad, m, v) = (next(), next(), next(), next());
+        Lanes {
+            param,
+            grad,
+            state: [m, v, &mut []],
+        }
+    }
+}
+
+criterion_group!(benches, kernels, mixed, placement);
 criterion_main!(benches);

@@ -13,3 +13,32 @@ def test_every_optimizer_learns_the_spirals(name: str) -> None:
 def test_command_line_runs(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["train", "--epochs", "2", "--optimizer", "sgd"]) == 0
     assert "test accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("allocation", ["zeros_like", "torch", "state_like", "offset"])
+def test_the_benchmark_places_arrays_as_asked(allocation: str) -> None:
+    """Each placement runs every implementation (the run itself checks each one updated its
+    parameters), and the arrays lie where the placement says."""
+    import numpy as np
+
+    from lrfast.cli import bench
+
+    with_torch = allocation == "torch"
+    if with_torch:
+        pytest.importorskip("torch", reason="the torch extra: pip install '.[test]'")
+    spec = bench.SPEC_BY_NAME["adam"]
+    rows = bench.run(["adam"], ["10"], 0.01, with_torch, allocation=allocation)
+    assert rows[0].allocation == allocation and "floor" in rows[0].median_s
+    n = 1 << 20  # large enough that NumPy's and torch's allocators give pages of their own
+    case = bench._make_case(spec, [n], allocation=allocation, seed=1)
+    arrays = [case.params[0], case.grads[0], *case.states[0]]
+    # How far apart in a page the arrays start (allocators put consecutive large blocks at the
+    # same offset, or a header's width apart: the placement that aliases).
+    offsets = sorted(a.ctypes.data % 4096 for a in arrays)
+    gaps = [b - a for a, b in zip(offsets, offsets[1:])] + [offsets[0] + 4096 - offsets[-1]]
+    spread = 4096 - max(gaps)
+    if allocation in ("zeros_like", "torch"):
+        assert spread < 512, offsets
+    else:
+        assert spread >= 512, offsets
+    assert all(np.all(s == np.float32(1e-3)) for s in case.states[0])

@@ -13,6 +13,12 @@ implementation, so that none pays for the memory traffic another left behind.
 - **torch**: ``torch.optim`` with ``fused=True`` where PyTorch has it, else ``foreach=True``,
   when torch is installed.
 
+``--allocation`` chooses where the arrays lie, as users' code places them: ``zeros_like`` (the
+default: every array allocated alone, ``np.zeros_like`` / ``np.empty``, so all start at the
+same offset within a 4 KiB page), ``torch`` (torch's allocator), ``state_like`` (states
+staggered by :func:`lrfast.state_like`) or ``offset`` (each array at a random offset); ``all``
+runs each. Every implementation of a row, the floor included, gets the same placement.
+
 ``--dtype float16`` (or ``bfloat16``, with ml_dtypes) times mixed precision: 16-bit parameters
 and gradients, float32 state and, with ``--master`` (the default), a float32 master copy. The
 floor then widens and rounds exactly as the kernels do; NumPy widens into preallocated float32
@@ -219,6 +225,9 @@ LRFAST_KERNELS: dict[str, Callable[..., Any]] = {
 }
 
 
+ALLOCATIONS = ("zeros_like", "torch", "state_like", "offset")
+
+
 @dataclass
 class Row:
     kernel: str
@@ -228,6 +237,7 @@ class Row:
     spread: dict[str, float]  # (p90 - p10) / median
     dtype: str = "float32"
     master: bool = False
+    allocation: str = "zeros_like"
 
     def ratio(self, a: str, b: str) -> Optional[float]:
         if a in self.median_s and b in self.median_s:
@@ -257,26 +267,76 @@ class Case:
     masters: Optional[Arrays]
 
 
+def _allocator(allocation: str, rng: np.random.Generator) -> Callable[[int, Any], np.ndarray]:
+    """A function giving an uninitialized array of ``n`` elements of a dtype, placed as
+    ``allocation`` says (``state_like`` places parameters and gradients as ``zeros_like``)."""
+
+    def alone(n: int, dtype: Any) -> np.ndarray:
+        return np.empty(n, dtype)
+
+    def from_torch(n: int, dtype: Any) -> np.ndarray:
+        import torch
+
+        raw: np.ndarray = torch.empty(n * np.dtype(dtype).itemsize, dtype=torch.uint8).numpy()
+        return raw.view(dtype)
+
+    def at_random_offset(n: int, dtype: Any) -> np.ndarray:
+        size = np.dtype(dtype).itemsize
+        buffer = np.empty(n * size + 4096, np.uint8)
+        start = int(rng.integers(0, 4096 // size)) * size
+        return buffer[start : start + n * size].view(dtype)
+
+    if allocation == "torch":
+        return from_torch
+    return at_random_offset if allocation == "offset" else alone
+
+
 def _make_case(
-    spec: Spec, sizes: Sequence[int], dtype: str = "float32", master: bool = False, seed: int = 0
+    spec: Spec,
+    sizes: Sequence[int],
+    dtype: str = "float32",
+    master: bool = False,
+    seed: int = 0,
+    allocation: str = "zeros_like",
 ) -> Case:
     rng = np.random.default_rng(seed)
     npdtype = _numpy_dtype(dtype)
-    params = [rng.standard_normal(n).astype(np.float32).astype(npdtype) for n in sizes]
-    grads = [(rng.standard_normal(n) * 1e-2).astype(np.float32).astype(npdtype) for n in sizes]
-    # States staggered as lrfast's optimizer classes allocate them (see `lrfast.state_like`);
-    # float32 for 16-bit parameters.
-    states = [[state_like(p, k, 1e-3) for k in range(spec.states)] for p in params]
+    new = _allocator(allocation, rng)
+
+    def filled(n: int, dtype: Any, values: Any) -> np.ndarray:
+        out = new(n, dtype)
+        out[...] = values
+        return out
+
+    params = [filled(n, npdtype, rng.standard_normal(n).astype(np.float32)) for n in sizes]
+    grads = [filled(n, npdtype, (rng.standard_normal(n) * 1e-2).astype(np.float32)) for n in sizes]
+    # float32 states for 16-bit parameters.
+    if allocation == "state_like":
+        states = [[state_like(p, k, 1e-3) for k in range(spec.states)] for p in params]
+    else:
+        states = [[filled(p.size, _state(p), 1e-3) for _ in range(spec.states)] for p in params]
     masters = None
     if dtype != "float32" and master:
-        masters = [state_like(p, spec.states) for p in params]
-        for m, p in zip(masters, params):
-            np.copyto(m, p)
+        if allocation == "state_like":
+            masters = [state_like(p, spec.states) for p in params]
+            for m, p in zip(masters, params):
+                np.copyto(m, p)
+        else:
+            masters = [filled(p.size, np.float32, p) for p in params]
     return Case(params, grads, states, masters)
 
 
+def _state(param: np.ndarray) -> np.dtype[Any]:
+    return np.dtype(np.float32) if param.dtype.itemsize == 2 else param.dtype
+
+
 def _implementations(
-    spec: Spec, sizes: Sequence[int], torch: Any, dtype: str = "float32", master: bool = False
+    spec: Spec,
+    sizes: Sequence[int],
+    torch: Any,
+    dtype: str = "float32",
+    master: bool = False,
+    allocation: str = "zeros_like",
 ) -> tuple[dict[str, Callable[[], None]], dict[str, np.ndarray]]:
     many = len(sizes) > 1
     impls: dict[str, Callable[[], None]] = {}
@@ -288,7 +348,7 @@ def _implementations(
     def master_kwargs(case: Case) -> dict[str, Any]:
         return {} if case.masters is None else {"master": one_or_list(case.masters)}
 
-    c = _make_case(spec, sizes, dtype, master)
+    c = _make_case(spec, sizes, dtype, master, allocation=allocation)
     kernel = LRFAST_KERNELS[spec.name]
     state_args = [one_or_list(list(x)) for x in zip(*c.states)]
     counter = [0]
@@ -306,7 +366,7 @@ def _implementations(
     impls["lrfast"] = run_lrfast
     watched["lrfast"] = c.params[0]
 
-    f = _make_case(spec, sizes, dtype, master)
+    f = _make_case(spec, sizes, dtype, master, allocation=allocation)
     floor_states = [one_or_list(list(x)) for x in zip(*f.states)]
     floor_kwargs = master_kwargs(f)
 
@@ -318,7 +378,7 @@ def _implementations(
     impls["floor"] = run_floor
     watched["floor"] = f.params[0]
 
-    n = _make_case(spec, sizes, dtype, master)
+    n = _make_case(spec, sizes, dtype, master, allocation=allocation)
     tmps = [np.empty(x.shape, np.float32 if dtype != "float32" else x.dtype) for x in n.params]
     np_counter = [0]
     if dtype == "float32":
@@ -345,7 +405,7 @@ def _implementations(
     watched["numpy"] = n.params[0]
 
     if torch is not None and (dtype == "float32" or (master and dtype == "float16")):
-        t = _make_case(spec, sizes, dtype, master)
+        t = _make_case(spec, sizes, dtype, master, allocation=allocation)
         kwargs = dict(spec.torch_kwargs)
         kwargs["fused" if spec.torch_fused else "foreach"] = True
         if dtype == "float32":
@@ -419,6 +479,7 @@ def run(
     with_torch: bool = True,
     dtype: str = "float32",
     master: bool = False,
+    allocation: str = "zeros_like",
 ) -> list[Row]:
     torch = None
     if with_torch:
@@ -435,7 +496,7 @@ def run(
         for size in sizes:
             shapes = [4096] * 1000 if size == "1000x4096" else [2 ** int(size)]
             label = "1000x4096" if size == "1000x4096" else f"2^{size}"
-            impls, watched = _implementations(spec, shapes, torch, dtype, master)
+            impls, watched = _implementations(spec, shapes, torch, dtype, master, allocation)
             before = {name: array.copy() for name, array in watched.items()}
             medians, spread = _time(impls, budget_s)
             for name, array in watched.items():  # nothing was optimized away or failed
@@ -446,14 +507,16 @@ def run(
                 ):
                     raise RuntimeError(f"{name} did not update {kernel} at {size} properly")
             mixed_master = master and dtype != "float32"
-            rows.append(Row(kernel, label, sum(shapes), medians, spread, dtype, mixed_master))
+            rows.append(
+                Row(kernel, label, sum(shapes), medians, spread, dtype, mixed_master, allocation)
+            )
             print(_format_row(rows[-1]), flush=True)
     return rows
 
 
 HEADER = (
-    f"{'kernel':9s} {'size':>10s} {'lrfast':>10s} {'floor':>10s} {'numpy':>10s} {'torch':>10s}"
-    f" {'floor/lrf':>9s} {'np/lrf':>8s} {'torch/lrf':>9s} {'GB/s':>6s}"
+    f"{'kernel':9s} {'alloc':>10s} {'size':>10s} {'lrfast':>10s} {'floor':>10s} {'numpy':>10s}"
+    f" {'torch':>10s} {'floor/lrf':>9s} {'np/lrf':>8s} {'torch/lrf':>9s} {'GB/s':>6s}"
 )
 
 
@@ -475,7 +538,7 @@ def _format_row(row: Row) -> str:
         return "-" if r is None else f"{r:.2f}"
 
     return (
-        f"{row.kernel:9s} {row.size:>10s} {_fmt_time(m.get('lrfast')):>10s} "
+        f"{row.kernel:9s} {row.allocation:>10s} {row.size:>10s} {_fmt_time(m.get('lrfast')):>10s} "
         f"{_fmt_time(m.get('floor')):>10s} {_fmt_time(m.get('numpy')):>10s} "
         f"{_fmt_time(m.get('torch')):>10s} {ratio('floor', 'lrfast'):>9s} "
         f"{ratio('numpy', 'lrfast'):>8s} {ratio('torch', 'lrfast'):>9s} {gbps:6.1f}"
@@ -508,7 +571,11 @@ def plot(rows: Sequence[Row], path: Path) -> None:
     ax.set_ylabel("floor time / lrfast time")
     dtype = rows[0].dtype if rows else "float32"
     suffix = " with float32 master" if rows and rows[0].master else ""
-    ax.set_title(f"lrfast against the memory floor (1.0 = physical limit), {dtype}{suffix}")
+    placement = rows[0].allocation if rows else "zeros_like"
+    ax.set_title(
+        f"lrfast against the memory floor (1.0 = physical limit), {dtype}{suffix}, "
+        f"arrays placed as {placement}"
+    )
     ax.legend(ncol=5, fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -540,6 +607,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         default=True,
         help="with --dtype float16/bfloat16, keep a float32 master copy (default: yes)",
     )
+    parser.add_argument(
+        "--allocation",
+        default="zeros_like",
+        choices=[*ALLOCATIONS, "all"],
+        help="where the arrays lie (see the module docs); default: as np.zeros_like puts them",
+    )
     parser.add_argument("--json", type=Path, help="write the results here")
     parser.add_argument("--plot", type=Path, help="draw the floor ratios to this PNG")
     args = parser.parse_args(argv)
@@ -563,13 +636,18 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         f"{machine['processor']}"
     )
     print(HEADER)
-    rows = run(kernels, sizes, args.budget, not args.no_torch, args.dtype, master)
+    allocations = ALLOCATIONS if args.allocation == "all" else (args.allocation,)
+    rows = []
+    for allocation in allocations:
+        if allocation == "torch" and args.no_torch:
+            parser.error("--allocation torch needs torch; drop --no-torch")
+        rows += run(kernels, sizes, args.budget, not args.no_torch, args.dtype, master, allocation)
     if args.json:
         args.json.write_text(
             json.dumps({"machine": machine, "rows": [asdict(r) for r in rows]}, indent=1)
         )
     if args.plot:
-        plot(rows, args.plot)
+        plot([r for r in rows if r.allocation == allocations[0]], args.plot)
     return 0
 
 
