@@ -199,6 +199,12 @@ def test_matches_torch_optim(configuration) -> None:  # type: ignore[no-untyped-
 def test_defaults_and_signatures_are_torchs() -> None:
     import inspect
 
+    from lrfast import specs
+
+    every = {s.torch_name for s in specs.optimizers()}
+    assert set(NAMES) == every
+    assert set(lt.__all__) == every | {"Optimizer", "SGDHD", "AdamHD"}
+
     for name in NAMES:
         ours, theirs = getattr(lt, name), getattr(torch.optim, name)
         signature = inspect.signature(ours)
@@ -813,3 +819,59 @@ def test_many_tensors_at_different_steps_in_one_group() -> None:
     for x, y in zip(ours, theirs):
         assert_close(x.detach(), y.detach(), "param")
     compare_state(a, b)
+
+
+@pytest.mark.parametrize(
+    ("name", "options"),
+    [("SGDHD", {}), ("SGDHD", {"momentum": 0.9, "weight_decay": 0.01}), ("AdamHD", {})],
+)
+def test_hypergradient_optimizers_match_lrfasts(name: str, options: dict) -> None:  # type: ignore[type-arg]
+    """lrfast.torch.SGDHD and AdamHD take the NumPy classes' steps: the same parameters and the
+    same learned rate, bit for bit, and a state dict that resumes the run exactly."""
+    import lrfast
+
+    rate = {"SGDHD": dict(lr=0.05, hypergrad_lr=1e-2), "AdamHD": dict(lr=0.01, hypergrad_lr=1e-4)}
+    generator = torch.Generator().manual_seed(4)
+    base = [torch.randn(s, generator=generator, dtype=torch.float64) for s in [(3, 4), (5,)]]
+    params = [b.clone().requires_grad_() for b in base]
+    arrays = [b.numpy().copy() for b in base]
+    ours = getattr(lt, name)(params, **rate[name], **options)
+    theirs = getattr(lrfast, name)(arrays, **rate[name], **options)
+    resumed = None
+    for step in range(6):
+        grads = [torch.randn(p.shape, generator=generator, dtype=torch.float64) for p in params]
+        for p, g in zip(params, grads):
+            p.grad = g
+        ours.step()
+        theirs.step([g.numpy() for g in grads])
+        if resumed is not None:
+            for p, g in zip(resumed[0], grads):
+                p.grad = g.clone()
+            resumed[1].step()
+        if step == 2:  # a copy that resumes from the state dict
+            copies = [p.detach().clone().requires_grad_() for p in params]
+            fresh = getattr(lt, name)(copies, **rate[name], **options)
+            fresh.load_state_dict(copy.deepcopy(ours.state_dict()))
+            resumed = (copies, fresh)
+        assert ours.param_groups[0]["lr"] == theirs.lr
+        for p, a in zip(params, arrays):
+            assert np.array_equal(p.detach().numpy(), a)
+    assert resumed is not None
+    for p, q in zip(params, resumed[0]):
+        assert torch.equal(p, q)
+    assert ours.state[params[0]]["step"].item() == 6
+
+
+def test_hypergradient_groups_step_together_and_checks_come_first() -> None:
+    p, q = torch.randn(3, requires_grad=True), torch.randn(3, requires_grad=True)
+    with pytest.raises(ValueError, match=r"param_groups\[0\].*hypergrad_lr"):
+        lt.SGDHD([p], hypergrad_lr=-1.0)
+    optimizer = lt.AdamHD([p, q], lr=0.01)
+    p.grad = torch.ones(3)
+    optimizer.step()  # q has no gradient yet
+    p.grad, q.grad = torch.ones(3), torch.ones(3)
+    before = p.detach().clone()
+    with pytest.raises(ValueError, match=r"\['params'\]\[1\] has taken 0 steps"):
+        optimizer.step()
+    assert torch.equal(p.detach(), before)
+    assert q not in optimizer.state

@@ -24,7 +24,9 @@ checks every tensor of every group before it writes any.
 
 Beyond torch.optim: ``lr`` may be an lrfast schedule (:mod:`lrfast.schedules`), evaluated in
 the kernel at each parameter's step (``SGD``, which torch gives no step count, then keeps a
-``step`` too; torch.optim's SGD ignores it when it loads the state).
+``step`` too; torch.optim's SGD ignores it when it loads the state). ``SGDHD`` and ``AdamHD``
+are lrfast's hypergradient optimizers (the rate learns itself, :mod:`lrfast.tuning.hypergradient`)
+for float32 and float64 CPU tensors: each param group learns its own rate in ``group["lr"]``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from __future__ import annotations
 import inspect
 from collections.abc import Iterable
 from typing import Any, Callable, ClassVar, Optional
+
+import numpy as np
 
 from .extras import install_hint
 
@@ -44,6 +48,7 @@ from . import _lrfast, specs
 from .optim import check_hyperparameters
 from .schedules import Schedule
 from .specs import OptimizerSpec
+from .tuning import hypergradient
 
 __all__ = [
     "Optimizer",
@@ -56,6 +61,8 @@ __all__ = [
     "Adamax",
     "NAdam",
     "RAdam",
+    "SGDHD",
+    "AdamHD",
 ]
 
 # Accepted and ignored: the kernels are fused and multithreaded whatever these say.
@@ -365,3 +372,168 @@ AdamW = _optimizer_class("adamw")
 Adamax = _optimizer_class("adamax")
 NAdam = _optimizer_class("nadam")
 RAdam = _optimizer_class("radam")
+
+
+class _Hypergradient(torch.optim.Optimizer):
+    """Shared by :class:`SGDHD` and :class:`AdamHD`: lrfast's hypergradient optimizers
+    (:mod:`lrfast.tuning.hypergradient`) as ``torch.optim`` optimizers. Each param group learns
+    its own rate: each step moves ``group["lr"]`` along the hypergradient of the group's
+    parameters together, then updates them with it, so ``param_groups[i]["lr"]`` is the rate
+    the last step used and a state dict saves it. A scheduler would fight the learned rate:
+    use ``lr_min``/``lr_max`` instead."""
+
+    # The NumPy class whose arguments, defaults and step function this class takes.
+    numpy_class: ClassVar[type[hypergradient._HypergradientOptimizer]]
+    step_function: ClassVar[Callable[..., float]]
+    slots: ClassVar[tuple[str, ...]]
+
+    def __init__(self, params: Iterable[Any], defaults: dict[str, Any]) -> None:
+        super().__init__(params, defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Adds a group, as ``torch.optim.Optimizer.add_param_group``, after checking its
+        hyperparameters."""
+        if not isinstance(param_group, dict):
+            raise TypeError(f"param_group must be a dict, got {type(param_group).__name__}")
+        self._check_group({**self.defaults, **param_group}, len(getattr(self, "param_groups", [])))
+        super().add_param_group(param_group)
+
+    def _check_group(self, group: dict[str, Any], g: int) -> None:
+        try:
+            hypergradient.check_group(self.numpy_class.spec, self.numpy_class._defaults, group)
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"param_groups[{g}]: {e}") from None
+
+    @torch.compiler.disable  # type: ignore[untyped-decorator]
+    @torch.no_grad()
+    def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
+        """One hypergradient step of every group: checks every group and tensor, then moves
+        each group's rate and updates its parameters that have a gradient, in place."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        calls = []
+        for g, group in enumerate(self.param_groups):
+            self._check_group(group, g)
+            members = [(i, p) for i, p in enumerate(group["params"]) if p.grad is not None]
+            if members:
+                calls.append((g, members, self._group_step(g, members)))
+        # Views of every tensor, creating missing state (taken back if the step is refused),
+        # and one overlap check over them all, before the first write.
+        created = {id(p): p for _, members, _ in calls for _, p in members if p not in self.state}
+        try:
+            arrays = [[self._arrays(g, i, p) for i, p in members] for g, members, _ in calls]
+            flat = [a for group in arrays for entry in group for a in entry]
+            written = [k != 1 for group in arrays for entry in group for k in range(len(entry))]
+            pair = _lrfast.first_overlap(flat, written)
+            if pair is not None:
+                raise ValueError("two tensors of the step share memory, one of them written")
+            for (g, members, step), entries in zip(calls, arrays):
+                group = self.param_groups[g]
+                others = {k: group[k] for k in self.numpy_class._defaults if k != "lr"}
+                columns = [list(column) for column in zip(*entries)]
+                group["lr"] = type(self).step_function(
+                    *columns, step=step, lr=float(group["lr"]), **others
+                )
+                torch._foreach_add_([self.state[p]["step"] for _, p in members], 1.0)
+                for _, p in members:  # updated: its state is now real
+                    created.pop(id(p), None)
+        except BaseException:
+            for p in created.values():
+                self.state.pop(p, None)
+            raise
+        return loss
+
+    def _group_step(self, g: int, members: list[tuple[int, Any]]) -> int:
+        """The step all of group ``g``'s members take: they update together."""
+        counts = {}
+        for i, p in members:
+            step = self.state[p]["step"] if p in self.state else 0
+            counts[i] = int(step.item() if isinstance(step, torch.Tensor) else step)
+        if len(set(counts.values())) > 1:
+            i, j = min(counts, key=counts.__getitem__), max(counts, key=counts.__getitem__)
+            a, b = counts[i], counts[j]
+            raise ValueError(
+                f"param_groups[{g}]['params'][{i}] has taken {a} steps and "
+                f"param_groups[{g}]['params'][{j}] {b}: a hypergradient step updates a group's "
+                "parameters together, so they must have gradients at the same steps"
+            )
+        return next(iter(counts.values())) + 1
+
+    def _arrays(self, g: int, i: int, p: torch.Tensor) -> list[np.ndarray]:
+        """NumPy views of a parameter, its gradient and its state (created if missing)."""
+        where = f"param_groups[{g}]['params'][{i}]"
+        grad = p.grad
+        assert grad is not None
+        for tensor, what in ((p, where), (grad, f"the gradient of {where}")):
+            if not tensor.is_cpu or tensor.layout != torch.strided:
+                raise ValueError(f"{what} must be a dense CPU tensor")
+            if tensor.dtype not in (torch.float32, torch.float64):
+                raise TypeError(
+                    f"{what} has dtype {tensor.dtype}; {type(self).__name__} updates float32 and "
+                    "float64 parameters"
+                )
+        if not p.is_contiguous():
+            raise ValueError(f"{where} is not contiguous; lrfast.torch updates contiguous tensors")
+        if grad.dtype != p.dtype or grad.shape != p.shape:
+            raise ValueError(f"the gradient of {where} has another dtype or shape")
+        state = self.state.get(p)
+        if state is None:
+            state = {"step": torch.tensor(0.0, dtype=_scalar_dtype())}
+            state.update((key, torch.zeros_like(p, memory_format=torch.contiguous_format))
+                         for key in self.slots)  # fmt: skip
+            self.state[p] = state
+        for key in self.slots:
+            tensor = state[key]
+            if not isinstance(tensor, torch.Tensor) or tensor.shape != p.shape:
+                raise ValueError(f"state {key!r} of {where} must be a tensor shaped like it")
+            if tensor.dtype != p.dtype or not (tensor.is_cpu and tensor.is_contiguous()):
+                raise ValueError(f"state {key!r} of {where} must be a contiguous {p.dtype} tensor")
+        return [t.detach().numpy() for t in (p, grad.contiguous(), *(state[k] for k in self.slots))]
+
+
+def _hypergradient_class(
+    numpy_class: type[hypergradient._HypergradientOptimizer],
+    step_function: Callable[..., float],
+    slots: tuple[str, ...],
+) -> type[_Hypergradient]:
+    signature = inspect.signature(numpy_class)
+    defaults = dict(numpy_class._defaults)
+
+    def __init__(self: _Hypergradient, *args: Any, **kwargs: Any) -> None:
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        params = arguments.pop("params")
+        _Hypergradient.__init__(self, params, {k: arguments[k] for k in defaults})
+
+    parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
+    __init__.__signature__ = signature.replace(  # type: ignore[attr-defined]
+        parameters=[*parameters, *signature.parameters.values()]
+    )
+    name = numpy_class.__name__
+    doc = (
+        f"{name} as a ``torch.optim`` optimizer: :class:`lrfast.{name}`'s rule "
+        f"(:func:`lrfast.tuning.hypergradient.{step_function.__name__}`), arguments and "
+        "defaults, for float32 and float64 CPU tensors; each param group learns its own rate "
+        "in ``group['lr']``. State per parameter: ``step``, "
+        + ", ".join(f"``{key}``" for key in slots)
+        + "."
+    )
+    namespace = {
+        "numpy_class": numpy_class,
+        "step_function": staticmethod(step_function),
+        "slots": slots,
+        "__init__": __init__,
+        "__doc__": doc,
+        "__module__": __name__,
+        "__qualname__": name,
+    }
+    return type(name, (_Hypergradient,), namespace)
+
+
+SGDHD = _hypergradient_class(hypergradient.SGDHD, hypergradient.sgd_hd_step, ("direction",))
+AdamHD = _hypergradient_class(
+    hypergradient.AdamHD, hypergradient.adam_hd_step, ("exp_avg", "exp_avg_sq")
+)

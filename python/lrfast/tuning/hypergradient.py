@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar, Union
 
 import numpy as np
@@ -219,6 +219,17 @@ def adam_hd_step(
     return alpha
 
 
+def check_group(spec: specs.OptimizerSpec, names: Iterable[str], group: dict[str, Any]) -> None:
+    """Checks a hypergradient optimizer's hyperparameters ``names`` in ``group`` as its step
+    would: the values SGD's or Adam's own ``spec`` defines (momentum, betas, eps, maximize,
+    ...) by that spec, and the rate's own (``lr``, ``hypergrad_lr``, ``lr_min``, ``lr_max``)."""
+    spec_names = {h.name for h in spec.hyperparameters} - {"lr"}
+    for name in spec_names & set(names):
+        _lrfast.check_hyperparameter(spec.name, name, group[name])
+    rate = {k: real_number(group[k], k) for k in names if k not in spec_names}
+    _check(**rate, step=1)
+
+
 def _arguments(local_names: dict[str, Any]) -> dict[str, Any]:
     """A constructor's hyperparameters: its arguments but ``self`` and ``params``."""
     return {k: v for k, v in local_names.items() if k not in ("self", "params", "__class__")}
@@ -271,13 +282,7 @@ class _HypergradientOptimizer(Optimizer):
         return {k: group[k] for k in self._defaults if k != "lr"}
 
     def _check_group(self, group: dict[str, Any]) -> None:
-        # What the step checks, when the optimizer is built: the values SGD's or Adam's own spec
-        # defines (momentum, betas, eps, maximize, ...) by that spec, and the rate's own.
-        spec_names = {h.name for h in self.spec.hyperparameters} - {"lr"}
-        for name in spec_names & set(self._defaults):
-            _lrfast.check_hyperparameter(self.spec.name, name, group[name])
-        rate = {k: real_number(group[k], k) for k in self._defaults if k not in spec_names}
-        _check(**rate, step=1)
+        check_group(self.spec, self._defaults, group)
 
     def _scalar_state(self) -> dict[str, float]:
         return {"current_lr": self.current_lr}
