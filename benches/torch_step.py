@@ -9,6 +9,14 @@ gradients with float32 moments and a float32 master copy (torch: ``AdamW`` on fl
 parameters, the master-weights recipe torch users write, its step only; lrfast:
 ``master_weights=True``, the whole mixed-precision update in one pass).
 
+Then AdamW on one flat float32 tensor of GPT-2 small's size, the partition DeepSpeed's
+ZeRO-Offload keeps on the CPU, against DeepSpeedCPUAdam (DeepSpeed's own AVX CPU Adam, when its
+C++ op builds here: it needs ``ninja`` on PATH and a C++ compiler) as well.
+
+Each timed step follows a 20 ms pause: after a parallel region torch's OpenMP workers spin for
+milliseconds, and a step that starts meanwhile shares the cores with them (in a training loop
+that is lrfast.torch's step right after the backward pass: set ``OMP_WAIT_POLICY=PASSIVE``).
+
 ``--quick`` runs the small lists only; ``--json FILE`` writes the measurements.
 """
 
@@ -25,6 +33,7 @@ import torch
 import lrfast
 import lrfast.torch as lt
 from lrfast import _lrfast
+from lrfast.cli.bench import SETTLE_S
 
 
 def resnet50() -> list[tuple[int, ...]]:
@@ -124,15 +133,46 @@ def _contestants(shapes: list[tuple[int, ...]], bf16: bool) -> dict[str, Callabl
     return contestants
 
 
-def measure(shapes: list[tuple[int, ...]], bf16: bool, rounds: int) -> dict[str, float]:
-    contestants = _contestants(shapes, bf16)
+def interleaved(contestants: dict[str, Callable[[], Any]], rounds: int) -> dict[str, float]:
+    """Median ms of each step, timed round by round in turn, each after a pause."""
     times: dict[str, list[float]] = {name: [] for name in contestants}
     for _ in range(rounds):
         for name, step in contestants.items():
+            time.sleep(SETTLE_S)
             start = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - start)
     return {name: statistics.median(t) * 1e3 for name, t in times.items()}
+
+
+def measure(shapes: list[tuple[int, ...]], bf16: bool, rounds: int) -> dict[str, float]:
+    contestants = _contestants(shapes, bf16)
+    return interleaved(contestants, rounds)
+
+
+def flat_partition(size: int, rounds: int) -> dict[str, float]:
+    """AdamW on one flat float32 tensor of ``size`` elements, the partition ZeRO-Offload keeps
+    on the CPU: lrfast.torch, DeepSpeedCPUAdam (when its C++ op builds here), torch fused and
+    the floor, interleaved. Returns medians in ms."""
+    contestants: dict[str, Callable[[], Any]] = {}
+    ours = lt.AdamW(_tensors([(size,)], torch.float32), lr=1e-3)
+    contestants["lrfast.torch"] = ours.step
+    try:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        deepspeed = DeepSpeedCPUAdam(_tensors([(size,)], torch.float32), lr=1e-3, adamw_mode=True)
+        contestants["DeepSpeedCPUAdam"] = deepspeed.step
+    except Exception as error:  # no deepspeed, or its op does not build here: say so
+        print(f"DeepSpeedCPUAdam not measured: {type(error).__name__}: {error}")
+    fused = torch.optim.AdamW(_tensors([(size,)], torch.float32), lr=1e-3, fused=True)
+    contestants["torch fused"] = fused.step
+    for step in contestants.values():
+        step()
+    (p,) = ours.param_groups[0]["params"]
+    state = ours.state[p]
+    views = [[_array(t)] for t in (p, p.grad, state["exp_avg"], state["exp_avg_sq"])]
+    contestants["memory floor"] = lambda: _lrfast._memory_floor_step(*views)
+    return interleaved(contestants, rounds)
 
 
 def overhead(rounds: int = 200) -> tuple[float, float]:
@@ -183,11 +223,18 @@ def main() -> None:
                 f"| {t['memory floor']:.2f} | {t['lrfast.torch'] / t['memory floor']:.2f}x "
                 f"| {t['torch fused'] / t['lrfast.torch']:.2f}x |"
             )
+    size = sum(torch.Size(s).numel() for s in gpt2_small())
+    flat = flat_partition(size, args.rounds)
+    print(f"\nOne flat float32 partition of {size / 1e6:.1f} M (GPT-2 small's), AdamW, ms:")
+    print("| " + " | ".join(flat) + " |")
+    print("| " + " | ".join("---" for _ in flat) + " |")
+    print("| " + " | ".join(f"{t:.2f}" for t in flat.values()) + " |")
     fixed, per_tensor = overhead()
     print(f"\nlrfast.torch's own cost per step: {fixed:.1f} us + {per_tensor:.2f} us per tensor")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"rows": rows, "overhead_us": [fixed, per_tensor]}, f, indent=1)
+            record = {"rows": rows, "flat_partition_ms": flat, "overhead_us": [fixed, per_tensor]}
+            json.dump(record, f, indent=1)
 
 
 if __name__ == "__main__":

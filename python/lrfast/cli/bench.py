@@ -3,8 +3,9 @@
 Run ``python benches/bench.py`` or ``lrfast bench``. For each kernel and size, all
 implementations are timed interleaved in one process (A B C D A B C D ...) after a warm-up, and
 the medians are compared: on a shared machine absolute times drift 20-30% between runs, so only
-ratios taken in the same run mean anything. Each sample follows one untimed call of the same
-implementation, so that none pays for the memory traffic another left behind.
+ratios taken in the same run mean anything. Each sample follows a 20 ms pause (torch's OpenMP
+workers spin for milliseconds after each parallel region) and one untimed call of the same
+implementation, so that none pays for the threads or memory traffic another left behind.
 
 - **lrfast**: the kernel, one call (a list of arrays for the many-tensor case).
 - **floor**: ``lrfast._lrfast._memory_floor_step``, which reads and writes exactly the arrays the
@@ -436,6 +437,12 @@ def _implementations(
     return impls, watched
 
 
+# A pause before each implementation's samples: after a parallel region, torch's OpenMP workers
+# (libgomp) spin for milliseconds, and whatever runs next shares the cores with them (measured:
+# Adam at 2^22 on 2 threads, 3.0 ms alone, 5.3 ms right after a torch step, 3.6 ms 10 ms after).
+SETTLE_S = 0.02
+
+
 def _time(
     impls: dict[str, Callable[[], None]], budget_s: float
 ) -> tuple[dict[str, float], dict[str, float]]:
@@ -458,6 +465,7 @@ def _time(
             # SGD at 2^24 took 12.4 ms right after NumPy's version, 8.3 ms after itself, while the
             # floor it was compared with ran after lrfast), which biased every comparison against
             # whichever implementation came first in the rotation.
+            time.sleep(SETTLE_S)
             fn()
             start = time.perf_counter()
             for _ in range(k):
