@@ -5,9 +5,10 @@ Every contestant steps the same torch-allocated tensors (``torch.randn`` paramet
 torch's own state), in one process, interleaved round by round; the table gives medians. The
 memory floor is lrfast's ``param += grad; state += grad`` pass over the very same tensors (a
 parameter, a gradient and two moments: Adam's traffic). bf16 rows: bfloat16 parameters and
-gradients with float32 moments and a float32 master copy (torch: ``AdamW`` on float32 master
-parameters, the master-weights recipe torch users write, its step only; lrfast:
-``master_weights=True``, the whole mixed-precision update in one pass).
+gradients with float32 moments and a float32 master copy (torch: the master-weights recipe torch
+users write, the bfloat16 gradients copied to float32 masters, ``AdamW`` on the masters, the
+masters copied back to the bfloat16 parameters; lrfast: ``master_weights=True``, the whole
+mixed-precision update in one pass).
 
 Then AdamW on one flat float32 tensor of GPT-2 small's size, the partition DeepSpeed's
 ZeRO-Offload keeps on the CPU, against DeepSpeedCPUAdam (DeepSpeed's own AVX CPU Adam, when its
@@ -99,6 +100,28 @@ def _array(tensor: torch.Tensor) -> Any:
     return tensor.numpy()
 
 
+def _master_weights_step(shapes: list[tuple[int, ...]], path: str) -> Callable[[], None]:
+    """torch's master-weights recipe for bfloat16 parameters: the bfloat16 gradients copied
+    into the float32 masters' ``.grad``, an AdamW step on the masters, the masters copied back
+    into the bfloat16 parameters."""
+    low = _tensors(shapes, torch.bfloat16)
+    masters = [p.detach().float().requires_grad_() for p in low]
+    for m in masters:
+        m.grad = torch.empty_like(m)
+    optimizer = torch.optim.AdamW(masters, lr=1e-3, **{path: True})
+    low_grads = [p.grad for p in low]
+    master_grads = [m.grad for m in masters]
+    params = [p.detach() for p in low]
+
+    def step() -> None:
+        torch._foreach_copy_(master_grads, low_grads)
+        optimizer.step()
+        with torch.no_grad():
+            torch._foreach_copy_(params, masters)
+
+    return step
+
+
 def _contestants(shapes: list[tuple[int, ...]], bf16: bool) -> dict[str, Callable[[], Any]]:
     """The steps to time, each on its own tensors (state created by a first step)."""
     contestants: dict[str, Callable[[], Any]] = {}
@@ -106,8 +129,7 @@ def _contestants(shapes: list[tuple[int, ...]], bf16: bool) -> dict[str, Callabl
         ours = lt.AdamW(_tensors(shapes, torch.bfloat16), lr=1e-3, master_weights=True)
         contestants["lrfast.torch"] = ours.step
         for path in ("fused", "foreach"):
-            master = _tensors(shapes, torch.float32)
-            contestants[f"torch {path}"] = torch.optim.AdamW(master, lr=1e-3, **{path: True}).step
+            contestants[f"torch {path}"] = _master_weights_step(shapes, path)
     else:
         ours = lt.AdamW(_tensors(shapes, torch.float32), lr=1e-3)
         contestants["lrfast.torch"] = ours.step
