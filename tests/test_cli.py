@@ -27,7 +27,7 @@ def test_the_benchmark_places_arrays_as_asked(allocation: str) -> None:
     if with_torch:
         pytest.importorskip("torch", reason="the torch extra: pip install '.[test]'")
     spec = bench.SPEC_BY_NAME["adam"]
-    rows = bench.run(["adam"], ["10"], 0.01, with_torch, allocation=allocation)
+    rows = bench.run(["adam"], ["10"], 0.01, with_torch, allocations=[allocation])
     assert rows[0].allocation == allocation and "floor" in rows[0].median_s
     n = 1 << 20  # large enough that NumPy's and torch's allocators give pages of their own
     case = bench._make_case(spec, [n], allocation=allocation, seed=1)

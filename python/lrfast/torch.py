@@ -233,6 +233,9 @@ class Optimizer(torch.optim.Optimizer):
         for g, group in enumerate(self.param_groups):
             spec, lr, rest = self._checked_group(g, group)
             calls.append((spec.name, group["params"], _counted(spec, lr), lr, rest))
+        if len(self._checked) > len(self.param_groups):  # groups replaced (ZeRO swaps them)
+            current = {id(group) for group in self.param_groups}
+            self._checked = {k: v for k, v in self._checked.items() if k in current}
         # One Rust call finds, checks and updates every tensor; it reports the parameters
         # whose state is missing (first steps) with nothing written.
         missing = _lrfast.torch_step(calls, self.state, self.master_weights, [])

@@ -18,7 +18,8 @@ implementation, so that none pays for the threads or memory traffic another left
 default: every array allocated alone, ``np.zeros_like`` / ``np.empty``, so all start at the
 same offset within a 4 KiB page), ``torch`` (torch's allocator), ``state_like`` (states
 staggered by :func:`lrfast.state_like`) or ``offset`` (each array at a random offset); ``all``
-runs each. Every implementation of a row, the floor included, gets the same placement.
+times each, the placements of a kernel and size interleaved in one set so that their rows
+compare. Every implementation of a row, the floor included, gets the same placement.
 
 ``--dtype float16`` (or ``bfloat16``, with ml_dtypes) times mixed precision: 16-bit parameters
 and gradients, float32 state and, with ``--master`` (the default), a float32 master copy. The
@@ -487,8 +488,10 @@ def run(
     with_torch: bool = True,
     dtype: str = "float32",
     master: bool = False,
-    allocation: str = "zeros_like",
+    allocations: Sequence[str] = ("zeros_like",),
 ) -> list[Row]:
+    """Times every kernel at every size, one row per placement in ``allocations``; the
+    placements of a kernel and size are timed interleaved in one set, so their rows compare."""
     torch = None
     if with_torch:
         try:
@@ -504,7 +507,12 @@ def run(
         for size in sizes:
             shapes = [4096] * 1000 if size == "1000x4096" else [2 ** int(size)]
             label = "1000x4096" if size == "1000x4096" else f"2^{size}"
-            impls, watched = _implementations(spec, shapes, torch, dtype, master, allocation)
+            impls: dict[str, Callable[[], None]] = {}
+            watched: dict[str, np.ndarray] = {}
+            for allocation in allocations:
+                some, arrays = _implementations(spec, shapes, torch, dtype, master, allocation)
+                impls.update((f"{name}@{allocation}", fn) for name, fn in some.items())
+                watched.update((f"{name}@{allocation}", a) for name, a in arrays.items())
             before = {name: array.copy() for name, array in watched.items()}
             medians, spread = _time(impls, budget_s)
             for name, array in watched.items():  # nothing was optimized away or failed
@@ -515,11 +523,18 @@ def run(
                 ):
                     raise RuntimeError(f"{name} did not update {kernel} at {size} properly")
             mixed_master = master and dtype != "float32"
-            rows.append(
-                Row(kernel, label, sum(shapes), medians, spread, dtype, mixed_master, allocation)
-            )
-            print(_format_row(rows[-1]), flush=True)
+            for allocation in allocations:
+                row = Row(kernel, label, sum(shapes), _placed(medians, allocation),
+                          _placed(spread, allocation), dtype, mixed_master, allocation)  # fmt: skip
+                rows.append(row)
+                print(_format_row(row), flush=True)
     return rows
+
+
+def _placed(values: dict[str, float], allocation: str) -> dict[str, float]:
+    """The entries ``name@allocation`` of ``values``, by ``name``."""
+    suffix = f"@{allocation}"
+    return {k[: -len(suffix)]: v for k, v in values.items() if k.endswith(suffix)}
 
 
 HEADER = (
@@ -645,11 +660,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     )
     print(HEADER)
     allocations = ALLOCATIONS if args.allocation == "all" else (args.allocation,)
-    rows = []
-    for allocation in allocations:
-        if allocation == "torch" and args.no_torch:
-            parser.error("--allocation torch needs torch; drop --no-torch")
-        rows += run(kernels, sizes, args.budget, not args.no_torch, args.dtype, master, allocation)
+    if "torch" in allocations and args.no_torch:
+        parser.error("--allocation torch needs torch; drop --no-torch")
+    rows = run(kernels, sizes, args.budget, not args.no_torch, args.dtype, master, allocations)
     if args.json:
         args.json.write_text(
             json.dumps({"machine": machine, "rows": [asdict(r) for r in rows]}, indent=1)
