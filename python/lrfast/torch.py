@@ -85,6 +85,14 @@ def _counted(spec: OptimizerSpec, lr: Any) -> bool:
     return spec.name != "sgd" or isinstance(lr, Schedule)
 
 
+def _loss(closure: Optional[Callable[[], Any]]) -> Any:
+    """What ``closure`` returns, evaluated with gradients on (a step runs under no_grad)."""
+    if closure is None:
+        return None
+    with torch.enable_grad():
+        return closure()
+
+
 def _as_float(value: Any) -> Any:
     """A tensor hyperparameter (torch allows ``lr`` and ``betas`` as tensors) as a float."""
     if isinstance(value, torch.Tensor):
@@ -225,10 +233,7 @@ class Optimizer(torch.optim.Optimizer):
         """One update of every parameter that has a gradient, in place; ``closure``
         re-evaluates the model and returns the loss, as in ``torch.optim``. Every group and
         tensor is checked before any is written."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _loss(closure)
         calls = []
         for g, group in enumerate(self.param_groups):
             spec, lr, rest = self._checked_group(g, group)
@@ -412,10 +417,7 @@ class _Hypergradient(torch.optim.Optimizer):
     def step(self, closure: Optional[Callable[[], Any]] = None) -> Any:
         """One hypergradient step of every group: checks every group and tensor, then moves
         each group's rate and updates its parameters that have a gradient, in place."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = _loss(closure)
         calls = []
         for g, group in enumerate(self.param_groups):
             self._check_group(group, g)
