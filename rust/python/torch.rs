@@ -666,10 +666,13 @@ impl<'py> Plan<'py> {
             )));
         }
         let mut tensor = object.clone();
-        if !tensor
-            .call_method0(intern!(py, "is_contiguous"))
-            .map_err(named)?
-            .is_truthy()?
+        // One element is contiguous whatever its strides.
+        let scalar = matches!(expect, Expect::Scalar);
+        if !scalar
+            && !tensor
+                .call_method0(intern!(py, "is_contiguous"))
+                .map_err(named)?
+                .is_truthy()?
         {
             if !matches!(name.role, Role::Grad) {
                 return Err(PyValueError::new_err(format!(
