@@ -14,10 +14,7 @@ use super::claims::claim_tensors;
 use super::schedule::LearningRate;
 use super::slices::{mixed_lanes, plain_lanes};
 use crate::optim::spec::{Need, Range, Use, Value, MAX_HYPERPARAMETERS};
-use crate::optim::{
-    Adadelta, Adagrad, Adam, AdamW, Adamax, Defined, MemoryFloor, NAdam, RAdam, RMSprop, Sgd, Spec,
-    ALL,
-};
+use crate::optim::{Defined, MemoryFloor, Spec, ALL};
 use crate::{step_many, step_mixed, Error, Optimizer, MAX_STATE};
 
 /// Below this many elements the update runs with the GIL held: releasing and re-acquiring it
@@ -55,19 +52,58 @@ pub(super) fn step(
         grad_scale,
         carried,
     };
-    match name {
-        "sgd" => call.run::<Sgd>(py),
-        "adagrad" => call.run::<Adagrad>(py),
-        "rmsprop" => call.run::<RMSprop>(py),
-        "adadelta" => call.run::<Adadelta>(py),
-        "adam" => call.run::<Adam>(py),
-        "adamw" => call.run::<AdamW>(py),
-        "adamax" => call.run::<Adamax>(py),
-        "nadam" => call.run::<NAdam>(py),
-        "radam" => call.run::<RAdam>(py),
-        _ => Err(PyValueError::new_err(format!("unknown optimizer {name:?}"))),
-    }
+    by_name!(name, O => call.run::<O>(py))
 }
+
+/// `$body` with `$O` the optimizer type whose spec is named `$name` (`"adam"`, ...), or an
+/// unknown-optimizer error: the one table from kernel names to types.
+macro_rules! by_name {
+    ($name:expr, $O:ident => $body:expr) => {{
+        use $crate::optim::{Adadelta, Adagrad, Adam, AdamW, Adamax, NAdam, RAdam, RMSprop, Sgd};
+        match $name {
+            "sgd" => {
+                type $O = Sgd;
+                $body
+            }
+            "adagrad" => {
+                type $O = Adagrad;
+                $body
+            }
+            "rmsprop" => {
+                type $O = RMSprop;
+                $body
+            }
+            "adadelta" => {
+                type $O = Adadelta;
+                $body
+            }
+            "adam" => {
+                type $O = Adam;
+                $body
+            }
+            "adamw" => {
+                type $O = AdamW;
+                $body
+            }
+            "adamax" => {
+                type $O = Adamax;
+                $body
+            }
+            "nadam" => {
+                type $O = NAdam;
+                $body
+            }
+            "radam" => {
+                type $O = RAdam;
+                $body
+            }
+            other => Err(pyo3::exceptions::PyValueError::new_err(format!(
+                "unknown optimizer {other:?}"
+            ))),
+        }
+    }};
+}
+pub(super) use by_name;
 
 /// The arguments of one [`step`] call.
 struct Call<'a, 'py> {

@@ -30,9 +30,9 @@ use pyo3::types::{PyDict, PyList, PyString, PyTuple, PyType};
 
 use super::args::{DType, Label, Role, TensorName};
 use super::claims::{check_disjoint, claim, InFlight};
-use super::kernels::{optimizer, run_update};
+use super::kernels::{by_name, optimizer, run_update};
 use super::schedule::LearningRate;
-use crate::optim::{Adadelta, Adagrad, Adam, AdamW, Adamax, Defined, NAdam, RAdam, RMSprop, Sgd};
+use crate::optim::Defined;
 use crate::{step_many, step_mixed, Error, HalfFloat, Lanes, MixedLanes, Real, MAX_STATE};
 
 /// One `optimizer.step()` over `groups`, each `(kernel, params, counted, lr, hyperparameters)`:
@@ -69,22 +69,7 @@ pub(super) fn torch_step(
     for (g, group) in groups.iter().enumerate() {
         let kernel = group.get_item(0)?;
         let kernel: String = kernel.extract()?;
-        match kernel.as_str() {
-            "sgd" => plan.group::<Sgd>(g, group)?,
-            "adagrad" => plan.group::<Adagrad>(g, group)?,
-            "rmsprop" => plan.group::<RMSprop>(g, group)?,
-            "adadelta" => plan.group::<Adadelta>(g, group)?,
-            "adam" => plan.group::<Adam>(g, group)?,
-            "adamw" => plan.group::<AdamW>(g, group)?,
-            "adamax" => plan.group::<Adamax>(g, group)?,
-            "nadam" => plan.group::<NAdam>(g, group)?,
-            "radam" => plan.group::<RAdam>(g, group)?,
-            _ => {
-                return Err(PyValueError::new_err(format!(
-                    "unknown optimizer {kernel:?}"
-                )))
-            }
-        }
+        by_name!(kernel.as_str(), O => plan.group::<O>(g, group))?;
     }
     if !plan.missing.is_empty() {
         return Ok(plan.missing);
@@ -96,8 +81,9 @@ pub(super) fn torch_step(
         batches.iter().try_for_each(|batch| batch.run())
     })?;
     for counter in &plan.counters {
-        // SAFETY: `scalar` checked the tensor (one aligned element of its dtype on the CPU),
-        // `plan.keep` holds it, and the kernels, the only other writers, are done.
+        // SAFETY: `view` checked the tensor as `Expect::Scalar` (one aligned float32 or float64
+        // element on the CPU), `plan.keep` holds it, and the kernels, the only other writers,
+        // are done.
         unsafe { counter.write() };
     }
     drop(registration);
