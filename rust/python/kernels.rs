@@ -58,50 +58,23 @@ pub(super) fn step(
 /// `$body` with `$O` the optimizer type whose spec is named `$name` (`"adam"`, ...), or an
 /// unknown-optimizer error: the one table from kernel names to types.
 macro_rules! by_name {
-    ($name:expr, $O:ident => $body:expr) => {{
-        use $crate::optim::{Adadelta, Adagrad, Adam, AdamW, Adamax, NAdam, RAdam, RMSprop, Sgd};
+    ($name:expr, $O:ident => $body:expr) => {
+        by_name!(@table $name, $O, $body;
+            "sgd" => Sgd, "adagrad" => Adagrad, "rmsprop" => RMSprop, "adadelta" => Adadelta,
+            "adam" => Adam, "adamw" => AdamW, "adamax" => Adamax, "nadam" => NAdam,
+            "radam" => RAdam)
+    };
+    (@table $name:expr, $O:ident, $body:expr; $($key:literal => $type:ident),+) => {
         match $name {
-            "sgd" => {
-                type $O = Sgd;
+            $($key => {
+                type $O = $crate::optim::$type;
                 $body
-            }
-            "adagrad" => {
-                type $O = Adagrad;
-                $body
-            }
-            "rmsprop" => {
-                type $O = RMSprop;
-                $body
-            }
-            "adadelta" => {
-                type $O = Adadelta;
-                $body
-            }
-            "adam" => {
-                type $O = Adam;
-                $body
-            }
-            "adamw" => {
-                type $O = AdamW;
-                $body
-            }
-            "adamax" => {
-                type $O = Adamax;
-                $body
-            }
-            "nadam" => {
-                type $O = NAdam;
-                $body
-            }
-            "radam" => {
-                type $O = RAdam;
-                $body
-            }
+            })+
             other => Err(pyo3::exceptions::PyValueError::new_err(format!(
                 "unknown optimizer {other:?}"
             ))),
         }
-    }};
+    };
 }
 pub(super) use by_name;
 
@@ -130,7 +103,7 @@ impl Call<'_, '_> {
         };
         let optimizer: O = optimizer(
             update,
-            lr.at(self.step)?,
+            lr.at(update)?,
             self.hyperparameters,
             grad_scale,
             carried,

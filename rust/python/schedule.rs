@@ -12,7 +12,6 @@ use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyTuple};
 
-use super::args::parse_step;
 use crate::schedule::{Anneal, CallbackError, Cyclic, CyclicMode, OneCycle, Schedule};
 
 /// The base class of `lrfast.schedules.Schedule`: holds the Rust schedule.
@@ -402,16 +401,8 @@ impl<'a, 'py> FromPyObject<'a, 'py> for LearningRate {
 }
 
 impl LearningRate {
-    /// The rate for update `step` (1-based; a bad step is reported here as the kernel would).
-    pub(super) fn at(&self, step: &Bound<'_, PyAny>) -> PyResult<f64> {
-        match self {
-            LearningRate::Fixed(lr) => Ok(*lr),
-            LearningRate::Scheduled(_) => self.at_update(parse_step(step)?),
-        }
-    }
-
-    /// The rate for update `update` (1-based, already checked).
-    pub(super) fn at_update(&self, update: u64) -> PyResult<f64> {
+    /// The rate for update `update` (1-based, as `args::parse_step` checks it).
+    pub(super) fn at(&self, update: u64) -> PyResult<f64> {
         match self {
             LearningRate::Fixed(lr) => Ok(*lr),
             LearningRate::Scheduled(schedule) => schedule.rate(update - 1).map_err(callback_error),

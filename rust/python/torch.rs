@@ -332,7 +332,7 @@ impl<'py> Plan<'py> {
         let rest = rest.cast::<PyTuple>()?;
         let spec = O::SPEC;
         // Which slots these values use (the same at every step), and a check of the values.
-        let probe: O = optimizer(1, lr.at_update(1)?, rest, 1.0, None)?;
+        let probe: O = optimizer(1, lr.at(1)?, rest, 1.0, None)?;
         let slots = crate::Optimizer::slots(&probe);
         let keys: Vec<(usize, &'static str, Bound<'py, PyString>)> = spec
             .slots
@@ -416,30 +416,23 @@ impl<'py> Plan<'py> {
             for (slot, key, interned) in &keys {
                 state[*slot] = find(self, interned, Role::State(key), like(state_dtype))?;
             }
-            let master = match master_wanted {
-                true => find(
-                    self,
-                    intern!(py, "master"),
-                    Role::State("master"),
-                    like(DType::F32),
-                )?,
-                false => None,
+            let master = if master_wanted {
+                let role = Role::State("master");
+                find(self, intern!(py, "master"), role, like(DType::F32))?
+            } else {
+                None
             };
-            let step = match counted {
-                true => find(
-                    self,
-                    intern!(py, "step"),
-                    Role::State("step"),
-                    Expect::Scalar,
-                )?,
-                false => None,
+            let step = if counted {
+                let role = Role::State("step");
+                find(self, intern!(py, "step"), role, Expect::Scalar)?
+            } else {
+                None
             };
-            let product = match carries {
-                true => {
-                    let role = Role::State("mu_product");
-                    find(self, intern!(py, "mu_product"), role, Expect::Scalar)?
-                }
-                false => None,
+            let product = if carries {
+                let role = Role::State("mu_product");
+                find(self, intern!(py, "mu_product"), role, Expect::Scalar)?
+            } else {
+                None
             };
             if !complete {
                 self.missing.push((g, i));
@@ -526,7 +519,7 @@ impl<'py> Plan<'py> {
         rest: &Bound<'py, PyTuple>,
         call: Pending,
     ) -> PyResult<()> {
-        let rate = lr.at_update(call.update)?;
+        let rate = lr.at(call.update)?;
         let carried = match call.carried {
             None => None,
             Some((dtype, bits)) => {
