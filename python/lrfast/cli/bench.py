@@ -48,7 +48,7 @@ import numpy as np
 
 from .. import _lrfast, get_num_threads, kernels, simd_level, specs
 from ..extras import install_hint
-from ..optim import state_like
+from ..optim import _state_dtype, state_like
 
 Arrays = list[np.ndarray]
 
@@ -316,7 +316,8 @@ def _make_case(
     if allocation == "state_like":
         states = [[state_like(p, k, 1e-3) for k in range(spec.states)] for p in params]
     else:
-        states = [[filled(p.size, _state(p), 1e-3) for _ in range(spec.states)] for p in params]
+        slots = range(spec.states)
+        states = [[filled(p.size, _state_dtype(p), 1e-3) for _ in slots] for p in params]
     masters = None
     if dtype != "float32" and master:
         if allocation == "state_like":
@@ -326,10 +327,6 @@ def _make_case(
         else:
             masters = [filled(p.size, np.float32, p) for p in params]
     return Case(params, grads, states, masters)
-
-
-def _state(param: np.ndarray) -> np.dtype[Any]:
-    return np.dtype(np.float32) if param.dtype.itemsize == 2 else param.dtype
 
 
 def _implementations(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, ClassVar, Union
 
 import numpy as np
@@ -219,7 +219,7 @@ def adam_hd_step(
     return alpha
 
 
-def check_group(spec: specs.OptimizerSpec, names: Iterable[str], group: dict[str, Any]) -> None:
+def check_group(spec: specs.OptimizerSpec, names: Collection[str], group: dict[str, Any]) -> None:
     """Checks a hypergradient optimizer's hyperparameters ``names`` in ``group`` as its step
     would: the values SGD's or Adam's own ``spec`` defines (momentum, betas, eps, maximize,
     ...) by that spec, and the rate's own (``lr``, ``hypergrad_lr``, ``lr_min``, ``lr_max``)."""
