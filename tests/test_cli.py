@@ -32,13 +32,15 @@ def test_the_benchmark_places_arrays_as_asked(allocation: str) -> None:
     n = 1 << 20  # large enough that NumPy's and torch's allocators give pages of their own
     case = bench._make_case(spec, [n], allocation=allocation, seed=1)
     arrays = [case.params[0], case.grads[0], *case.states[0]]
-    # How far apart in a page the arrays start (allocators put consecutive large blocks at the
-    # same offset, or a header's width apart: the placement that aliases).
-    offsets = sorted(a.ctypes.data % 4096 for a in arrays)
-    gaps = [b - a for a, b in zip(offsets, offsets[1:])] + [offsets[0] + 4096 - offsets[-1]]
-    spread = 4096 - max(gaps)
-    if allocation in ("zeros_like", "torch"):
-        assert spread < 512, offsets
+    # What the benchmark controls (where the allocator puts an array alone is its own affair:
+    # glibc's heap and mmap give different page offsets from one run to the next).
+    if allocation == "zeros_like":
+        assert all(a.flags.owndata for a in arrays)  # each allocated alone
+    elif allocation == "torch":
+        assert all(a.ctypes.data % 64 == 0 and not a.flags.owndata for a in arrays)
+    elif allocation == "state_like":
+        param = arrays[0].ctypes.data
+        assert [(s.ctypes.data - param) % 4096 for s in arrays[2:]] == [1024, 2048]
     else:
-        assert spread >= 512, offsets
+        assert all(a.base is not None and a.base.dtype == np.uint8 for a in arrays)
     assert all(np.all(s == np.float32(1e-3)) for s in case.states[0])
