@@ -166,19 +166,23 @@ def test_sensitivity_random_and_parallel(tmp_path: Path) -> None:
 STEPS = np.arange(200)
 NOISE = np.random.default_rng(0).standard_normal(200)
 CURVES = {
-    "nan": (np.r_[np.exp(-STEPS[:50] / 20), [math.nan] * 5], "too_high", "nan"),
+    "diverged": (np.r_[np.exp(-STEPS[:50] / 20), [math.nan] * 5], "too_high", "diverged"),
+    "overflowing": (np.array([1e308, -1e308] * 20), "too_high", "diverged"),
     "diverging": (1 + 0.01 * np.exp(STEPS / 30) + 0.01 * NOISE, "too_high", "diverging"),
+    "spiking": (
+        2 * np.exp(-STEPS / 30) + 0.05 + np.where((STEPS > 40) & (STEPS < 70), 3.0, 0.0),
+        "too_high",
+        "spiking",
+    ),
     "oscillating": (
-        1 + 0.5 * np.where(STEPS % 2 == 0, 1, -1) * (1 + 0.3 * NOISE) ** 2,
+        1.5 * np.exp(-STEPS / 30) + 0.3 + 0.8 * np.sin(STEPS / 12) ** 2 + 0.01 * NOISE,
         "too_high",
         "oscillating",
     ),
+    "stuck": (1 + np.exp(-STEPS / 3) + 0.01 * NOISE, "too_high", "stuck"),
     "too_low": (2.0 - 0.003 * STEPS + 0.002 * NOISE, "too_low", ""),
-    "plateau": (
-        1 + np.where(STEPS < 60, 1 - STEPS / 60, 0.0) + 0.001 * NOISE,
-        "plateau",
-        "",
-    ),
+    "at chance": (np.full(200, 2.303), "not_learning", ""),
+    "flat": (1.0 + 0.01 * NOISE, "not_learning", ""),
     "healthy": (2.3 * np.exp(-STEPS / 25) + 0.01 + 0.002 * np.abs(NOISE), "healthy", ""),
 }
 
@@ -189,20 +193,37 @@ def test_diagnose_synthetic_curves(name: str) -> None:
     d = lrfast.diagnose(losses.tolist())
     assert (d.verdict, d.kind) == (verdict, kind), str(d)
     assert str(d).startswith(verdict)
+    assert kind in lrfast.tuning.diagnosis.VERDICTS[verdict]
 
 
 def test_diagnose_real_training_runs() -> None:
+    # The demo's network on digits, plain SGD: at 0.5 and above the loss drops to chance level
+    # (2.30) in the first epoch and stays there; at 1e-4 it falls slowly.
     data = demo.load_digits_split(0)
     verdicts = {}
-    for lr in (0.5, 1e-4, 0.03):
+    for lr in (3.0, 0.5, 1e-4, 0.03):
         run = demo.train(data, lambda p, lr=lr: lrfast.SGD(p, lr=lr), epochs=30, seed=0)
-        verdicts[lr] = lrfast.diagnose(run.epoch_losses).verdict
-    assert verdicts == {0.5: "too_high", 1e-4: "too_low", 0.03: "healthy"}
+        d = lrfast.diagnose(run.epoch_losses)
+        verdicts[lr] = (d.verdict, d.kind)
+    assert verdicts == {
+        3.0: ("too_high", "stuck"),
+        0.5: ("too_high", "stuck"),
+        1e-4: ("too_low", ""),
+        0.03: ("healthy", ""),
+    }
 
 
-def test_diagnose_needs_a_history() -> None:
+def test_diagnose_needs_a_history_and_a_sound_window() -> None:
     with pytest.raises(ValueError, match="at least 8"):
         lrfast.diagnose([1.0, 0.5])
+    losses = list(np.linspace(2.0, 1.0, 80))
+    for window in (0, -3, 11):
+        with pytest.raises(ValueError, match="window must be between 1 and 10"):
+            lrfast.diagnose(losses, window=window)
+    for window in (2.5, True, "4"):
+        with pytest.raises(TypeError, match="window"):
+            lrfast.diagnose(losses, window=window)  # type: ignore[arg-type]
+    assert lrfast.diagnose(losses, window=10).verdict == lrfast.diagnose(losses).verdict
 
 
 # -- hypergradient descent --------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Tools to configure the learning rate: the range test, sensitivity and search, loss-curve
 diagnosis, and the hypergradient optimizers whose rate learns itself."""
 
+from .diagnosis import Diagnosis, diagnose
 from .finder import RangeTestResult, lr_range_test
 from .hypergradient import SGDHD, AdamHD, adam_hd_step, sgd_hd_step
-from .sensitivity import Diagnosis, SensitivityResult, diagnose, log_grid, sensitivity
+from .sensitivity import SensitivityResult, log_grid, sensitivity
 
 __all__ = [
     "lr_range_test",

@@ -1,5 +1,4 @@
-"""Sensitivity of training to the learning rate: train at many rates, find the bottom of the U,
-and read a loss history for the usual symptoms of a bad rate."""
+"""Sensitivity of training to the learning rate: train at many rates, find the bottom of the U."""
 
 from __future__ import annotations
 
@@ -14,7 +13,7 @@ import numpy as np
 
 from ..checks import real_number
 
-__all__ = ["sensitivity", "SensitivityResult", "diagnose", "Diagnosis", "log_grid"]
+__all__ = ["sensitivity", "SensitivityResult", "log_grid"]
 
 
 def log_grid(low: float, high: float, per_decade: int = 1) -> np.ndarray:
@@ -194,100 +193,3 @@ def _progress(total: int) -> Any:
     from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
     return tqdm(total=total, desc="sensitivity", leave=False)
-
-
-# -- diagnosis --------------------------------------------------------------------------------
-@dataclass
-class Diagnosis:
-    """A verdict on a loss history, with the numbers behind it.
-
-    ``verdict`` is one of ``"too_high"`` (``kind``: ``"nan"``, ``"diverging"`` or
-    ``"oscillating"``), ``"too_low"``, ``"plateau"`` or ``"healthy"``; ``advice`` says what to
-    try; ``numbers`` holds the measured quantities the rules used.
-    """
-
-    verdict: str
-    kind: str
-    advice: str
-    numbers: dict[str, float]
-
-    def __str__(self) -> str:
-        shown = ", ".join(f"{k} {v:.3g}" for k, v in self.numbers.items())
-        label = self.verdict + (f" ({self.kind})" if self.kind else "")
-        return f"{label}: {self.advice} [{shown}]"
-
-
-def diagnose(losses: Sequence[float], *, window: Optional[int] = None) -> Diagnosis:
-    """Reads a loss history (one value per step or epoch, at least 8) and says whether the rate
-    looks too high, too low, plateaued, or healthy.
-
-    The rules, on a moving average of ``window`` points (default: a tenth of the history):
-
-    - too high: a NaN/Inf loss (``nan``); the smoothed loss ending above its start (``diverging``);
-      or step-to-step changes that flip sign more than 60% of the time with an amplitude above 10%
-      of the loss level (``oscillating``);
-    - plateau: the loss fell by 20-95% of its start, then stalled: the last 40% of the run
-      improved it by less than 1% of the total drop (a drop above 95% that stalls has converged);
-    - too low: the loss falls steadily (fewer than 35% sign flips), is still more than a tenth
-      of its start, and the last 40% of the run still brought at least 10% of the drop;
-    - healthy otherwise (it fell by most of its start and settled).
-    """
-    y = np.asarray(losses, dtype=float)
-    if y.ndim != 1 or len(y) < 8:
-        raise ValueError(f"need a 1-d history of at least 8 losses, got shape {y.shape}")
-    if not np.isfinite(y).all():
-        first = int(np.argmax(~np.isfinite(y)))
-        return Diagnosis(
-            "too_high",
-            "nan",
-            "the loss became NaN/Inf: lower the rate (by 10x), or clip gradients",
-            {"first_bad_step": float(first)},
-        )
-    n = len(y)
-    w = window or max(2, n // 10)
-    smooth = np.convolve(y, np.ones(w) / w, mode="valid")
-    start, end = float(smooth[0]), float(smooth[-1])
-    scale = max(abs(start), 1e-12)
-    diffs = np.diff(y)
-    nonzero = diffs[diffs != 0]
-    flips = (
-        float(np.mean(np.sign(nonzero[1:]) != np.sign(nonzero[:-1]))) if len(nonzero) > 2 else 0.0
-    )
-    residual = y[w - 1 :] - smooth
-    amplitude = float(np.std(residual) / max(float(np.mean(np.abs(smooth))), 1e-12))
-    drop = (start - end) / scale
-    numbers = {
-        "relative_drop": drop,
-        "sign_flip_rate": flips,
-        "relative_amplitude": amplitude,
-    }
-    if end > start * 1.05 + 1e-12 and float(smooth.max()) > start:
-        numbers["growth"] = end / scale
-        return Diagnosis("too_high", "diverging", "the loss grows: lower the rate", numbers)
-    if flips > 0.6 and amplitude > 0.1:
-        return Diagnosis(
-            "too_high",
-            "oscillating",
-            "the loss jumps up and down: lower the rate (by 3-10x) or use a decay schedule",
-            numbers,
-        )
-    m = len(smooth)
-    tail_start = int(m * 0.6)
-    tail_gain = float(smooth[tail_start] - end)
-    total_gain = float(start - end)
-    numbers["tail_share_of_drop"] = tail_gain / total_gain if total_gain > 0 else 0.0
-    if 0.2 < drop < 0.95 and tail_gain < 0.01 * total_gain:
-        return Diagnosis(
-            "plateau",
-            "",
-            "progress stopped: reduce the rate on plateau (ReduceLROnPlateau) or decay it",
-            numbers,
-        )
-    if drop < 0.9 and total_gain > 0 and tail_gain >= 0.1 * total_gain and flips < 0.35:
-        return Diagnosis(
-            "too_low",
-            "",
-            "slow, steady decline: raise the rate (try 3-10x, or run a range test)",
-            numbers,
-        )
-    return Diagnosis("healthy", "", "the loss falls and settles: keep the rate", numbers)

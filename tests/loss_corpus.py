@@ -1,0 +1,125 @@
+"""The corpus of real training runs (``data/make_loss_corpus.py`` makes it) and how well
+``lrfast.diagnose`` reads it.
+
+    python tests/loss_corpus.py    # prints the tables, writes data/loss_corpus_confusion.md
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import lrfast
+
+DATA = Path(__file__).parent / "data"
+LABELS = ("good", "too_low", "too_high", "diverged", "no_learning")
+VERDICTS = ("healthy", "too_low", "too_high", "not_learning")
+# The verdict that gives the right advice for each outcome.
+RIGHT = {
+    "good": "healthy",
+    "too_low": "too_low",
+    "too_high": "too_high",
+    "diverged": "too_high",
+    "no_learning": "not_learning",
+}
+
+
+@dataclass
+class Run:
+    meta: dict[str, Any]
+    step_losses: np.ndarray
+    epoch_losses: np.ndarray
+
+    @property
+    def label(self) -> str:
+        label: str = self.meta["label"]
+        return label
+
+
+def load() -> tuple[list[Run], list[dict[str, Any]]]:
+    """The runs (metadata, histories) and the range-test sweeps."""
+    meta = json.loads((DATA / "loss_corpus.json").read_text())
+    histories = np.load(DATA / "loss_corpus.npz")
+    runs = [
+        Run(record, histories[f"step_{i}"].astype(float), histories[f"epoch_{i}"])
+        for i, record in enumerate(meta["runs"])
+    ]
+    return runs, meta["sweeps"]
+
+
+def verdict(losses: np.ndarray) -> str:
+    """diagnose()'s verdict, or ``too_high`` for a run that stopped before 8 points (it blew
+    up: the corpus ends a run when its loss does)."""
+    if len(losses) < 8:
+        return "too_high"
+    return lrfast.diagnose(losses).verdict
+
+
+@dataclass
+class Scores:
+    confusion: Counter[tuple[str, str]]
+    total: int
+    right: int
+
+    @property
+    def accuracy(self) -> float:
+        return self.right / self.total
+
+    def table(self) -> str:
+        head = "| outcome \\ verdict | " + " | ".join(VERDICTS) + " | right |"
+        lines = [head, "|---" * (len(VERDICTS) + 2) + "|"]
+        for label in LABELS:
+            row = [self.confusion[(label, v)] for v in VERDICTS]
+            n = sum(row)
+            if n == 0:
+                continue
+            right = self.confusion[(label, RIGHT[label])]
+            cells = " | ".join(str(c) for c in row)
+            lines.append(f"| {label} | {cells} | {right}/{n} |")
+        lines.append(f"\n{self.right} of {self.total} right ({100 * self.accuracy:.1f}%)")
+        return "\n".join(lines)
+
+
+def score(runs: list[Run], split: str, per: str) -> Scores:
+    """Verdicts on the ``split`` runs' ``per``-step or ``per``-epoch histories."""
+    confusion: Counter[tuple[str, str]] = Counter()
+    chosen = [r for r in runs if r.meta["split"] == split]
+    for run in chosen:
+        losses = run.step_losses if per == "step" else run.epoch_losses
+        confusion[(run.label, verdict(losses))] += 1
+    right = sum(n for (label, v), n in confusion.items() if RIGHT[label] == v)
+    return Scores(confusion, len(chosen), right)
+
+
+def agreement(runs: list[Run], split: str) -> float:
+    """The share of runs whose per-step and per-epoch histories get the same verdict."""
+    chosen = [r for r in runs if r.meta["split"] == split]
+    same = sum(verdict(r.step_losses) == verdict(r.epoch_losses) for r in chosen)
+    return same / len(chosen)
+
+
+def report() -> str:
+    runs, _ = load()
+    parts = ["# diagnose() on the corpus of training runs", ""]
+    parts.append(
+        "Rows: the outcome of each run (its label); columns: the verdict of `lrfast.diagnose`. "
+        "Right means the verdict gives the advice the outcome calls for (a diverged run read "
+        "as too high). Made by `python tests/loss_corpus.py`."
+    )
+    for split in ("held_out", "tune"):
+        for per in ("epoch", "step"):
+            s = score(runs, split, per)
+            parts += ["", f"## {split}, per {per}", "", s.table()]
+        parts += ["", f"Same verdict per step and per epoch: {100 * agreement(runs, split):.1f}%"]
+    return "\n".join(parts) + "\n"
+
+
+if __name__ == "__main__":
+    text = report()
+    print(text)
+    (DATA / "loss_corpus_confusion.md").write_text(text)
