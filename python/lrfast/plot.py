@@ -17,7 +17,7 @@ import numpy as np
 from .extras import install_hint
 from .schedules import Schedule
 
-__all__ = ["figure", "figure_and_axes", "schedules"]
+__all__ = ["figure", "figure_and_axes", "finish", "schedules"]
 
 Path = Union[str, "os.PathLike[str]"]
 
@@ -41,6 +41,36 @@ def figure_and_axes(ax: Any = None) -> tuple[Any, Any]:
     return ax.figure, ax
 
 
+def finish(
+    ax: Any,
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    *,
+    log_x: bool = False,
+    log_y: bool = False,
+    legend: bool = True,
+) -> None:
+    """The look every lrfast plot shares: a title, labelled axes (logarithmic where the values
+    span decades, said in the label), a light grid, and the legend outside the axes on the
+    right, where it covers no curve."""
+    ax.set_title(title)
+    if log_x:
+        ax.set_xscale("log")
+    if log_y:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel + (" (log scale)" if log_x else ""))
+    ax.set_ylabel(ylabel + (" (log scale)" if log_y else ""))
+    ax.grid(True, alpha=0.3, which="both" if (log_x or log_y) else "major")
+    if legend and ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+
+
+# Line styles cycled with the colours, so that curves that coincide (Adam and AdamW on a
+# problem without weight decay) stay distinguishable.
+LINESTYLES = ("-", "--", "-.", ":")
+
+
 def schedules(
     named: Union[Schedule, Sequence[Schedule], Mapping[str, Schedule]],
     steps: Union[int, Sequence[int], np.ndarray] = 1000,
@@ -56,7 +86,8 @@ def schedules(
     schedule. ``steps`` is a count (steps ``0 .. steps - 1``) or an array of steps; each schedule
     is evaluated over it in one Rust call, so a million steps draw as fast as a thousand.
     ``log`` uses a logarithmic rate axis. ``path`` saves a PNG (or any format matplotlib knows
-    from the suffix). ``ax`` draws into an existing axes instead of a new figure.
+    from the suffix). ``ax`` draws into an existing axes instead of a new figure. ``title``
+    defaults to "learning-rate schedules".
     """
     if isinstance(named, Schedule):
         items = {repr(named): named}
@@ -71,16 +102,10 @@ def schedules(
             raise TypeError(f"{label!r} is not an lrfast schedule: {schedule!r}")
     x = np.arange(steps) if isinstance(steps, (int, np.integer)) else np.asarray(steps)
     fig, ax = figure_and_axes(ax)
-    for label, schedule in items.items():
-        ax.plot(x, schedule.evaluate(x), label=label, linewidth=1.5)
-    ax.set_xlabel("step")
-    ax.set_ylabel("learning rate")
-    if log:
-        ax.set_yscale("log")
-    if title:
-        ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
+    for i, (label, schedule) in enumerate(items.items()):
+        style = LINESTYLES[(i // 10) % len(LINESTYLES)]
+        ax.plot(x, schedule.evaluate(x), label=label, linewidth=1.5, linestyle=style)
+    finish(ax, title or "learning-rate schedules", "step", "learning rate", log_y=log)
     if path is not None:
         fig.savefig(path, dpi=120)
     return fig
