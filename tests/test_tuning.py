@@ -221,6 +221,44 @@ def test_sensitivity_random_and_parallel(tmp_path: Path) -> None:
     assert lrfast.log_grid(1e-6, 1.0).tolist() == pytest.approx(np.logspace(-6, 0, 7).tolist())
 
 
+def train_or_fail(lr: float) -> dict[str, Any]:
+    """train_quadratic, except that the rate 0.1 raises (module level: picklable)."""
+    if lr == pytest.approx(0.1):
+        raise RuntimeError("out of memory at this rate")
+    return train_quadratic(lr)
+
+
+@pytest.mark.parametrize("processes", [None, 2])
+def test_sensitivity_records_a_failing_rate_and_keeps_the_others(processes: Any) -> None:
+    result = lrfast.sensitivity(train_or_fail, [0.01, 0.1, 0.2], processes=processes)
+    assert result.errors == [None, "RuntimeError: out of memory at this rate", None]
+    assert math.isnan(result.final[1]) and np.isfinite(result.final[[0, 2]]).all()
+    assert result.best_lr == 0.2
+    assert "0.1  failed: RuntimeError: out of memory at this rate" in result.table()
+
+
+def test_sensitivity_best_is_a_smoothed_value_not_one_lucky_batch() -> None:
+    # A noisy history whose single lowest value (0.0005) is a fluke: the best is the lowest
+    # mean over a tenth of the history.
+    rng = np.random.default_rng(0)
+    history = list(0.12 + 0.02 * rng.standard_normal(100))
+    history[50] = 0.0005
+
+    def train_fn(lr: float) -> dict[str, Any]:
+        return {"loss": history[-1], "history": history}
+
+    result = lrfast.sensitivity(train_fn, [0.1])
+    assert 0.09 < result.best[0] < 0.13
+
+
+def test_sensitivity_plot_has_a_title_and_log_axes(tmp_path: Path) -> None:
+    result = lrfast.sensitivity(train_or_fail, [1e-3, 1e-2, 0.1, 0.2, 5.0])
+    ax = result.plot(tmp_path / "u.png").axes[0]
+    assert ax.get_title() == "sensitivity to the learning rate"
+    assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
+    assert "diverged or failed" in [line.get_label() for line in ax.get_lines()]
+
+
 # -- diagnose ---------------------------------------------------------------------------------
 STEPS = np.arange(200)
 NOISE = np.random.default_rng(0).standard_normal(200)

@@ -103,7 +103,7 @@ def schedules(
     x = np.arange(steps) if isinstance(steps, (int, np.integer)) else np.asarray(steps)
     fig, ax = figure_and_axes(ax)
     for i, (label, schedule) in enumerate(items.items()):
-        style = LINESTYLES[(i // 10) % len(LINESTYLES)]
+        style = LINESTYLES[i % len(LINESTYLES)]
         ax.plot(x, schedule.evaluate(x), label=label, linewidth=1.5, linestyle=style)
     finish(ax, title or "learning-rate schedules", "step", "learning rate", log_y=log)
     if path is not None:

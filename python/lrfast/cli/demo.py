@@ -135,20 +135,18 @@ def _table(rows: Sequence[Run]) -> str:
 
 
 def _loss_plot(runs: Sequence[Run], path: Path, title: str) -> None:
-    from ..plot import figure
+    from ..plot import LINESTYLES, figure, finish
 
     fig = figure()
     ax = fig.subplots()
-    for r in runs:
+    for i, r in enumerate(runs):
         y = np.array(r.epoch_losses)
         y = np.where(np.isfinite(y) & (y < 1e3), y, np.nan)
-        ax.plot(np.arange(1, len(y) + 1), y, label=f"{r.label} (acc {r.test_accuracy:.2f})")
-    ax.set_yscale("log")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("train loss (log)")
-    ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
+        # Styles cycle with the colours so that curves that coincide (Adam and AdamW here,
+        # without weight decay to tell them apart) both stay visible.
+        ax.plot(np.arange(1, len(y) + 1), y, linestyle=LINESTYLES[i % len(LINESTYLES)],
+                linewidth=1.5, label=f"{r.label} (acc {r.test_accuracy:.2f})")  # fmt: skip
+    finish(ax, title, "epoch", "train loss", log_y=True)
     fig.savefig(path, dpi=120)
 
 
@@ -268,7 +266,7 @@ def section_optimizers(
         + _table(runs)
         + f"\n\nAdam-HD moved its rate from {hd.lr:.3g} to {hd.lrs[-1]:.3g} by itself."
     )
-    _loss_plot(runs, report.out / "optimizers.png", "optimizers")
+    _loss_plot(runs, report.out / "optimizers.png", "nine optimizers on digits")
     report.image("optimizers.png", "loss curves of nine optimizers")
 
 
@@ -304,10 +302,33 @@ def section_schedules(data: Data, epochs: int, seed: int, report: Report, peak: 
     )
     from ..plot import schedules as plot_schedules
 
-    plot_schedules(shapes, steps, path=report.out / "schedule_shapes.png", title="shapes")
-    _loss_plot(runs, report.out / "schedules.png", "schedules")
+    plot_schedules(
+        shapes, steps, path=report.out / "schedule_shapes.png",
+        title=f"schedule shapes at peak rate {peak:.3g}",
+    )  # fmt: skip
+    _loss_plot(runs, report.out / "schedules.png", "SGD with momentum under each schedule")
     report.image("schedule_shapes.png", "schedule shapes")
     report.image("schedules.png", "loss curves under each schedule")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -317,9 +338,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument(
         "--sections", default=",".join(SECTIONS), help=f"comma-separated, of {','.join(SECTIONS)}"
     )
-    parser.add_argument("--epochs", type=int, default=30, help="epochs per training run")
+    parser.add_argument(
+        "--epochs", type=_positive_int, default=30, help="epochs per training run (>= 1)"
+    )
     parser.add_argument("--out", default="lrfast-report", help="report folder")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=_seed, default=0, help="seed (>= 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
@@ -328,19 +351,33 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
     try:
         import matplotlib  # noqa: F401
+        from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
     except ImportError as err:
         raise SystemExit(
             f"the demo needs scikit-learn and matplotlib: {install_hint('demo')}"
         ) from err
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        parser.error(f"--out {args.out!r} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    # The demo's matrices are small (batches of 64 by 128 units): NumPy's BLAS threads only
+    # contend with each other there, and on a busy machine they made one run 10x slower.
+    # lrfast's own threads are not BLAS's and are left alone.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _run(args, chosen, out)
+
+
+def _run(args: argparse.Namespace, chosen: list[str], out: Path) -> int:
     data = load_digits_split(args.seed)
     report = Report(out)
     report.add(
         "# lrfast demo: the learning rate on handwritten digits\n\n"
         f"MLP 64-128-10 (ReLU), {len(data.x_train)} training / {len(data.x_test)} test images "
         "(pixels 0-16, unscaled), "
-        f"mini-batches of {BATCH}, {args.epochs} epochs per run, seed {args.seed}."
+        f"mini-batches of {BATCH}, {args.epochs} epochs per run, seed {args.seed}. The "
+        "`diagnose()` column is lrfast's reading of each run's loss curve (its thresholds are "
+        "calibrated on a corpus of real training runs; its held-out accuracy is in the "
+        "repository's tests/data/loss_corpus_confusion.md)."
     )
     start = time.perf_counter()
     progress = not args.no_progress

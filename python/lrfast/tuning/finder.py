@@ -224,7 +224,7 @@ class RangeTestResult:
         """Loss against rate on a log axis, raw and smoothed, over everything the sweep
         recorded (a blow-up included: the loss axis turns logarithmic when the losses span
         more than two decades), with each rule's suggestion marked in its own style."""
-        from ..plot import finish, figure_and_axes
+        from ..plot import figure_and_axes, finish
 
         fig, ax = figure_and_axes(ax)
         ax.plot(self.rates, self.losses, color="0.7", linewidth=1, label="loss (raw)")
@@ -301,16 +301,17 @@ def lr_range_test(
       exactly as they were (``restore=True``, the default).
 
     The loss is smoothed with a bias-corrected exponential average (``beta``). After the
-    burn-in, the sweep stops early when that average exceeds ``diverge_threshold`` (5) times
-    its best, when a raw loss exceeds ``raw_diverge_threshold`` (30) times the best raw loss
-    (a blow-up the lagging average would hide; 30 and not 10, because single mini-batch
-    losses on real problems often sit 10x above the luckiest one), or when the loss is NaN or infinite. Losses may
-    have any sign: for a best at or below zero, "k times the best" reads as the best plus
-    ``k − 1`` times the fall from the first loss to it. A loss that does not respond to the
+    burn-in, the sweep stops early when that average exceeds ``diverge_threshold`` (5) times its
+    best, when a raw loss exceeds ``raw_diverge_threshold`` (30) times the best raw loss (a
+    blow-up the lagging average would hide; 30 and not 10, because single mini-batch losses on
+    real problems often sit 10x above the luckiest one), or when the loss is NaN or infinite.
+    Losses may have any sign: for a best at or below zero, "k times the best" reads as the best
+    plus ``k − 1`` times the fall from the first loss to it. A loss that does not respond to the
     rate gives a result without signal (:attr:`RangeTestResult.has_signal`), whose suggestion
-    raises a ``ValueError`` that says so and whose confidence is ``none``. ``reset()`` is called at the end (restore your own model there). Suggestions
-    ignore the first ``burn_in`` points (default: a tenth) and rates below ``min_lr``, so an early
-    spike or a noisy start cannot win.
+    raises a ``ValueError`` that says so and whose confidence is ``none``. ``reset()`` is called
+    at the end (restore your own model there). Suggestions ignore the first ``burn_in`` points
+    (default: a tenth) and rates below ``min_lr``, so an early spike or a noisy start cannot
+    win.
     """
     if (step_fn is None) == (optimizer is None):
         raise TypeError("give either step_fn, or optimizer and loss_fn")
