@@ -74,7 +74,8 @@ def test_range_test_reads_no_signal_from_a_loss_that_ignores_the_rate() -> None:
 
 
 def test_range_test_stops_on_a_raw_blow_up_the_average_hides() -> None:
-    # The loss falls, then one step explodes 100x its best: the average moves little, the raw rule stops.
+    # The loss falls, then one step explodes 100x its best: the average moves little, the raw
+    # rule stops the sweep.
     losses = iter(np.r_[np.linspace(2.0, 0.5, 60), [50.0], np.full(39, 0.5)])
     result = lrfast.lr_range_test(lambda lr: next(losses), num_steps=100)
     assert result.stop_reason.startswith("raw loss above 30x") and len(result.losses) == 61
@@ -430,12 +431,39 @@ def test_demo_command_writes_a_report(tmp_path: Path) -> None:
     out = tmp_path / "report"
     assert lrfast.cli.main(["demo", "--epochs", "3", "--out", str(out), "--no-progress"]) == 0
     text = (out / "report.md").read_text()
-    for heading in ("Fixed rates", "Sensitivity", "range test", "Optimizers", "Schedules"):
+    for heading in ("Fixed rates", "Sensitivity", "range test", "Optimizers", "Schedules",
+                    "## Summary"):  # fmt: skip
         assert heading in text
     for png in ("fixed_rates", "sensitivity", "range_test", "optimizers", "schedules"):
         assert (out / f"{png}.png").stat().st_size > 1000
     with pytest.raises(SystemExit):
         demo.main(["--sections", "nope"])
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--epochs", "0"], "--epochs: must be at least 1, got 0"),
+        (["--epochs", "many"], "--epochs: expected a whole number, got 'many'"),
+        (["--seed", "-1"], "--seed: must be >= 0, got -1"),
+    ],
+)
+def test_demo_rejects_bad_options_by_name(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as stop:
+        demo.main(argv)
+    assert stop.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_demo_refuses_a_file_as_its_report_folder(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "report.txt"
+    path.write_text("mine")
+    with pytest.raises(SystemExit):
+        demo.main(["--out", str(path), "--epochs", "1"])
+    assert "is not a folder" in capsys.readouterr().err and path.read_text() == "mine"
 
 
 def test_sgd_hd_without_momentum_checks_everything_before_writing_the_direction() -> None:

@@ -156,6 +156,8 @@ class Report:
     def __init__(self, out: Path) -> None:
         self.out = out
         self.parts: list[str] = []
+        # (section, what it shows): the summary table the README quotes, read off this run.
+        self.claims: list[tuple[str, str]] = []
 
     def add(self, text: str) -> None:
         print(text + "\n", flush=True)
@@ -187,6 +189,11 @@ def section_fixed(data: Data, epochs: int, seed: int, report: Report) -> None:
         f"- {r.label}: {diagnose(r.epoch_losses)}" for r in runs if len(r.epoch_losses) >= 8
     )
     report.add("## 1. Fixed rates, plain SGD\n\n" + _table(runs) + "\n\n" + details)
+    report.claims.append((
+        "fixed rates",
+        "; ".join(f"lr {r.lr:.3g}: test accuracy {r.test_accuracy:.3f} (`{_verdict(r)}`)"
+                  for r in runs),
+    ))  # fmt: skip
     _loss_plot(runs, report.out / "fixed_rates.png", "plain SGD at three fixed rates")
     report.image("fixed_rates.png", "loss curves at three fixed rates")
 
@@ -206,6 +213,13 @@ def section_sensitivity(
         f"best. Best rate: **{result.best_lr:.3g}**. (metric = test accuracy)\n\n"
         f"```\n{result.table()}\n```"
     )
+    finite = np.isfinite(result.final)
+    report.claims.append((
+        "sensitivity",
+        f"U curve over {result.lrs[0]:.3g}..{result.lrs[-1]:.3g}: final loss "
+        f"{result.final[0]:.3g} at {result.lrs[0]:.3g}, bottom {result.final[finite].min():.3g} "
+        f"at {result.best_lr:.3g}, {result.final[-1]:.3g} at {result.lrs[-1]:.3g}",
+    ))  # fmt: skip
     result.plot(report.out / "sensitivity.png")
     report.image("sensitivity.png", "final loss against learning rate")
     return result.best_lr
@@ -227,7 +241,11 @@ def section_range(data: Data, epochs: int, seed: int, report: Report, progress: 
             seed=seed, progress=progress,
         )  # fmt: skip
     restored = all(np.array_equal(a, b) for a, b in zip(before, model.params))
-    suggestion = result.suggestion
+    try:
+        suggestion = result.suggestion
+    except ValueError as err:  # no signal, or too few points: say so, and go on at 0.01
+        report.add(f"## 3. Learning-rate range test\n\nNo suggestion: {err}. Using 0.01.")
+        return 0.01
     run = train(data, lambda p: optim.SGD(p, lr=suggestion), epochs, seed, "at the suggestion")
     report.add(
         "## 3. Learning-rate range test (plain SGD, 200 mini-batches, 1e-6 to 10)\n\n"
@@ -236,6 +254,14 @@ def section_range(data: Data, epochs: int, seed: int, report: Report, progress: 
         f"suggested rate {suggestion:.3g}: final loss {run.final_loss:.4g}, test accuracy "
         f"**{run.test_accuracy:.3f}**."
     )
+    s = result.suggestions
+    report.claims.append((
+        "range test",
+        f"suggestion {suggestion:.2g} (steepest {s['steepest']:.2g}, valley {s['valley']:.2g}, "
+        f"min/10 {s['min/10']:.2g}; confidence {result.confidence}), stop: "
+        f"{result.stop_reason}; {epochs} epochs at the suggestion reach "
+        f"{run.test_accuracy:.3f}; model restored exactly: {restored}",
+    ))  # fmt: skip
     result.plot(report.out / "range_test.png")
     report.image("range_test.png", "range test: loss against rate")
     return suggestion
@@ -266,6 +292,14 @@ def section_optimizers(
         + _table(runs)
         + f"\n\nAdam-HD moved its rate from {hd.lr:.3g} to {hd.lrs[-1]:.3g} by itself."
     )
+    worst = min(runs, key=lambda r: r.test_accuracy)
+    best = max(runs, key=lambda r: r.test_accuracy)
+    report.claims.append((
+        "optimizers",
+        f"test accuracy {worst.test_accuracy:.3f} ({worst.label}) to {best.test_accuracy:.3f} "
+        f"({best.label}); Adam-HD {hd.test_accuracy:.3f}, its rate moved from {hd.lr:.3g} to "
+        f"{hd.lrs[-1]:.3g} by itself",
+    ))  # fmt: skip
     _loss_plot(runs, report.out / "optimizers.png", "nine optimizers on digits")
     report.image("optimizers.png", "loss curves of nine optimizers")
 
@@ -300,6 +334,15 @@ def section_schedules(data: Data, epochs: int, seed: int, report: Report, peak: 
         f"## 5. Schedules (SGD with momentum 0.9, peak rate {peak:.3g}, {steps} updates)\n\n"
         + _table(runs)
     )
+    lowest = min(runs, key=lambda r: r.final_loss)
+    worst = min(runs, key=lambda r: r.test_accuracy)
+    best = max(runs, key=lambda r: r.test_accuracy)
+    report.claims.append((
+        "schedules",
+        f"at peak {peak:.3g}: test accuracy {worst.test_accuracy:.3f} ({worst.label}) to "
+        f"{best.test_accuracy:.3f} ({best.label}); lowest training loss {lowest.final_loss:.2g} "
+        f"({lowest.label})",
+    ))  # fmt: skip
     from ..plot import schedules as plot_schedules
 
     plot_schedules(
@@ -392,6 +435,9 @@ def _run(args: argparse.Namespace, chosen: list[str], out: Path) -> int:
         section_optimizers(data, args.epochs, args.seed, report, suggestion)
     if "schedules" in chosen:
         section_schedules(data, args.epochs, args.seed, report, suggestion)
+    if report.claims:
+        rows = "\n".join(f"| {section} | {claim} |" for section, claim in report.claims)
+        report.add("## Summary\n\n| section | what it shows (this run) |\n| --- | --- |\n" + rows)
     report.add(f"_Done in {time.perf_counter() - start:.0f} s._")
     path = report.write()
     print(f"report written to {path}")
