@@ -10,7 +10,7 @@ RUNS, _ = load()
 
 @pytest.mark.parametrize("per", ["epoch", "step"])
 def test_held_out_accuracy(per: str) -> None:
-    # Measured when the thresholds were set: 83.7% of the 312 held-out runs, per step and per
+    # Measured when the thresholds were set: 83.3% of the 312 held-out runs, per step and per
     # epoch alike (the target was 90%: missed, see data/loss_corpus_confusion.md).
     held_out = score(RUNS, "held_out", per)
     assert held_out.total == 312
@@ -18,10 +18,10 @@ def test_held_out_accuracy(per: str) -> None:
     # A run that did not learn, or diverged, is never called healthy.
     for label in ("no_learning", "diverged"):
         assert held_out.confusion[(label, "healthy")] == 0, held_out.table()
-    # The weak spot, measured: of the 103 held-out runs called healthy, 61 were good; most of
+    # The weak spot, measured: of the 94 held-out runs called healthy, 60 were good; most of
     # the others are rates a few times too low whose curves converge all the same.
     healthy = sum(n for (_, v), n in held_out.confusion.items() if v == "healthy")
-    assert held_out.confusion[("good", "healthy")] >= 0.55 * healthy
+    assert held_out.confusion[("good", "healthy")] >= 0.6 * healthy
 
 
 def test_per_step_and_per_epoch_histories_of_a_run_agree() -> None:

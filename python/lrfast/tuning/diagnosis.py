@@ -1,11 +1,11 @@
 """Reading a loss history for the symptoms of a bad learning rate.
 
 The rules read a history as a practitioner reads a plot: at the scale of the whole run. The
-history is averaged over ``bins`` equal stretches (20, or fewer for a short history), so the
-same run logged per step (hundreds of noisy mini-batch losses) and per epoch (a few dozen means)
-gives the same picture, and mini-batch noise is not mistaken for oscillation. The thresholds
-were calibrated on a corpus of real training runs (four problems, three optimizers, two
-schedules, rates from far too low to far too high; ``tests/data/make_loss_corpus.py`` in the
+history is averaged over ``BINS`` equal stretches (10, or one per value for a shorter history),
+so the same run logged per step (hundreds of noisy mini-batch losses) and per epoch (a few dozen
+means) gives the same picture, and mini-batch noise is not mistaken for oscillation. The
+thresholds were calibrated on a corpus of real training runs (four problems, three optimizers,
+two schedules, rates from far too low to far too high; ``tests/data/make_loss_corpus.py`` in the
 repository) and their accuracy is measured on a held-out part of it that they were never tuned
 on.
 """
@@ -29,9 +29,10 @@ VERDICTS: dict[str, tuple[str, ...]] = {
     "healthy": ("",),
 }
 
-# Most stretches a history is averaged into: enough to see the shape of a run, few enough
-# that each averages a few dozen mini-batches of a per-step log.
-BINS = 20
+# Stretches a history is averaged into: enough to see the shape of a run, few enough that a
+# per-step and a per-epoch log of it agree even when stretches and epochs do not line up (on
+# the corpus's tune split, 94-97% agreement at 10, 82-97% at 20, on 9 to 17 epochs).
+BINS = 10
 # A loss this large (in absolute value) has overflowed in all but name.
 OVERFLOW = 1e30
 # Calibrated thresholds (see the module docs), as fractions of the first stretch's loss:
@@ -40,12 +41,12 @@ SPIKE = 0.20  # a stretch rose this much above the start: spiking
 FLAT = 0.10  # every stretch stayed within this of the start: not learning
 STUCK_LEVEL = 0.20  # a loss that has stopped falling above this is stuck
 HIGH_LEVEL = 0.15  # a loss that fell gradually and ended above this fell too slowly
-SETTLED = 0.05  # a loss below this has fallen far enough to be read as converged
+SETTLED = 0.10  # a loss below this has fallen far enough to be read as converged
 # ... as fractions of the total drop:
 EARLY_STUCK = 0.85  # the first tenth of the run made this much of it: a sudden drop
 EARLY_GRADUAL = 0.70  # the first tenth made less than this: a gradual drop
-SLOW_TAIL = 0.08  # the last 40% of the run still made this much: still falling
-UPS = 0.6  # the rises between stretches add up to this share of the loss's range: unstable
+SLOW_TAIL = 0.05  # the last 40% of the run still made this much: still falling
+UPS = 0.8  # the rises between stretches add up to this share of the loss's range: unstable
 # ... and in log terms: the last 40% of a stuck run lowered the loss by less than 10%.
 STUCK_LOG_TAIL = 0.1
 
@@ -76,29 +77,34 @@ def diagnose(losses: Sequence[float], *, window: Optional[int] = None) -> Diagno
     """Reads a loss history (per step or per epoch, at least 8 values) and says whether the
     rate looks too high, too low, or right, or whether nothing is being learned.
 
-    The history is averaged over stretches of ``window`` consecutive values (default: the
-    length over 20, at least 1; it must leave at least 8 stretches). With ``first`` the first
-    stretch's mean, ``end`` the last's, ``drop = (first - end) / |first|``, and ``tail`` the
-    share of the drop made in the last 40% of the run, the rules, in order:
+    The history is averaged over 10 equal stretches (one per value if shorter), or over
+    stretches of ``window`` consecutive values if given (it must leave at least 8). With
+    ``first`` the first stretch's mean, ``end`` the last's, ``drop = first - end``, ``early``
+    the share of the drop made by the end of the second stretch and ``tail`` the share made in
+    the last 40% of the run, the rules, in order:
 
     - too high, ``diverged``: a value not finite or beyond ±1e30;
-    - too high, ``diverging``: ``end`` more than 10% above ``first``;
+    - too high, ``diverging``: ``end`` more than 10% of ``|first|`` above ``first``;
+    - too high, ``spiking``: a stretch more than 20% of ``|first|`` above ``first``;
     - not learning: every stretch within 10% of ``first`` (flat: at chance, or a rate so small
       nothing moves, or so large the units saturated at once);
-    - too high, ``oscillating``: the rises between stretches add up to more than 60% of the
+    - too high, ``oscillating``: the rises between stretches add up to more than 80% of the
       loss's range;
-    - too high, ``stuck``: the loss ended above 20% of ``first`` and the last 40% of the run
-      brought less than 1% of the drop (it fell, then stopped: lower the rate or decay it);
-    - too low: the last 40% of the run still brought at least 8% of the drop, and the loss
-      ended above 5% of ``first``;
+    - too high, ``stuck``: ``end`` above 20% of ``first``, ``early`` above 85% (a sudden drop)
+      and the last 40% of the run lowering the loss by less than 10%;
+    - too low: ``tail`` at least 5% with ``end`` above 10% of ``first`` (still falling), or
+      ``end`` above 15% of ``first`` after a gradual drop (``early`` below 70%);
     - healthy otherwise: it fell and settled.
+
+    On the held-out runs of the corpus, 83% of the verdicts were right; most errors are rates a
+    few times too low whose curves converge all the same (read as healthy).
     """
     y = np.asarray(losses, dtype=float)
     if y.ndim != 1 or len(y) < 8:
         raise ValueError(f"need a 1-d history of at least 8 losses, got shape {y.shape}")
     n = len(y)
     if window is None:
-        window = max(1, n // BINS)
+        window = 0  # BINS stretches (or one per value, for fewer)
     elif isinstance(window, bool) or not isinstance(window, (int, np.integer)):
         raise TypeError(f"window must be an integer, got {window!r}")
     elif not 1 <= window <= n // 8:
@@ -116,7 +122,8 @@ def diagnose(losses: Sequence[float], *, window: Optional[int] = None) -> Diagno
             "10x), or clip gradients",
             {"first_bad_point": float(first_bad)},
         )
-    stretches = np.array([part.mean() for part in np.array_split(y, n // int(window))])
+    parts = min(n, BINS) if window == 0 else n // int(window)
+    stretches = np.array([part.mean() for part in np.array_split(y, parts)])
     m = len(stretches)
     first, end = float(stretches[0]), float(stretches[-1])
     low, high = float(stretches.min()), float(stretches.max())
