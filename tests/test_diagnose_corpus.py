@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 from loss_corpus import RIGHT, agreement, load, report, score, verdict
 
@@ -35,3 +37,24 @@ def test_every_label_has_a_verdict_and_the_table_is_current() -> None:
     from loss_corpus import DATA
 
     assert (DATA / "loss_corpus_confusion.md").read_text() == report()
+
+
+def test_the_stored_labels_are_what_the_labelling_rules_give(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The generator's label() applied to the recorded runs gives the labels stored with them
+    # (so the tables above score what the rules documented there say).
+    import importlib.util
+
+    from loss_corpus import DATA
+
+    spec = importlib.util.spec_from_file_location("make_loss_corpus", DATA / "make_loss_corpus.py")
+    assert spec is not None and spec.loader is not None
+    maker = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, maker)  # dataclasses look their module up
+    spec.loader.exec_module(maker)
+    runs, sweeps = maker.read()
+    stored = [r.label for r in runs]
+    maker.relabel(runs, sweeps)
+    assert [r.label for r in runs] == stored
+    assert all(sweep["good_rates"] for sweep in sweeps)
