@@ -311,6 +311,38 @@ def test_diagnose_real_training_runs() -> None:
     }
 
 
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: lrfast.SGD(p, lr=0.03, momentum=0.9),
+        lambda p: lrfast.SGD(p, lr=0.003, momentum=0.9),
+        lambda p: lrfast.AdamHD(p, lr=1e-3, hypergrad_lr=1e-7),
+    ],
+    ids=["momentum 0.03", "momentum 0.003", "Adam-HD"],
+)
+def test_diagnose_reads_a_run_per_step_as_per_epoch(make: Any) -> None:
+    # Runs the old rules read differently per step (too_high, healthy, oscillating) and per
+    # epoch (healthy, too_low, healthy); all three reach 97% test accuracy.
+    data = demo.load_digits_split(0)
+    rng = np.random.default_rng(0)
+    model = demo.MLP([64, 128, 10], rng, "relu")
+    opt = make(model.params)
+    steps: list[float] = []
+    epochs: list[float] = []
+    for _ in range(30):
+        order = rng.permutation(len(data.x_train))
+        losses = []
+        for i in range(0, len(order), demo.BATCH):
+            batch = order[i : i + demo.BATCH]
+            loss, grads = model.loss_and_grads(data.x_train[batch], data.y_train[batch])
+            losses.append(loss)
+            opt.step(grads)
+        steps += losses
+        epochs.append(float(np.mean(losses)))
+    assert model.accuracy(data.x_test, data.y_test) > 0.96
+    assert lrfast.diagnose(steps).verdict == lrfast.diagnose(epochs).verdict == "healthy"
+
+
 def test_diagnose_needs_a_history_and_a_sound_window() -> None:
     with pytest.raises(ValueError, match="at least 8"):
         lrfast.diagnose([1.0, 0.5])
