@@ -21,6 +21,8 @@ from lrfast.tuning.finder import replay
 DATA = Path(__file__).parent / "data"
 LABELS = ("good", "too_low", "too_high", "diverged", "no_learning")
 VERDICTS = ("healthy", "too_low", "too_high", "not_learning")
+# The range tests of the corpus planned this many steps (make_loss_corpus.range_test_numpy).
+SWEEP_STEPS = 200
 # The verdict that gives the right advice for each outcome.
 RIGHT = {
     "good": "healthy",
@@ -120,7 +122,7 @@ def sweep_rows(sweeps: list[dict[str, Any]]) -> list[tuple[dict[str, Any], str, 
     rates its family found good, give or take half a decade (the grid's step)."""
     rows = []
     for sweep in sweeps:
-        result = replay(np.array(sweep["rates"]), sweep["losses"])
+        result = replay(np.array(sweep["rates"]), sweep["losses"], burn_in=SWEEP_STEPS // 10)
         good = sweep["good_rates"]
         try:
             suggestion = result.suggestion

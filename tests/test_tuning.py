@@ -59,7 +59,9 @@ def test_range_test_finds_the_known_rate() -> None:
     assert result.rates[int(lagged)] > limit
     # The lagging average alone would have let the sweep run further into the blow-up.
     late = lrfast.tuning.finder.replay(result.rates, result.losses, raw_diverge_threshold=1e9)
-    assert late.stop_reason == "end_lr reached" or len(late.losses) == len(result.losses)
+    assert late.stop_reason == "end of the recorded losses"
+    with pytest.raises(ValueError, match="losses has 3 values for 2 rates"):
+        lrfast.tuning.finder.replay(np.array([1e-3, 1e-2]), [1.0, 0.9, 0.8])
 
 
 def test_range_test_reads_no_signal_from_a_loss_that_ignores_the_rate() -> None:

@@ -80,7 +80,8 @@ def diagnose(losses: Sequence[float], *, window: Optional[int] = None) -> Diagno
     The history is averaged over 10 equal stretches (one per value if shorter), or over
     stretches of ``window`` consecutive values if given (it must leave at least 8). With
     ``first`` the first stretch's mean, ``end`` the last's, ``drop = first - end``, ``early``
-    the share of the drop made by the end of the second stretch and ``tail`` the share made in
+    the share of the drop made by the end of stretch ``max(1, m // 10)`` of ``m`` (the second
+    of the default 10), and ``tail`` the share made in
     the last 40% of the run, the rules, in order:
 
     - too high, ``diverged``: a value not finite or beyond ±1e30;

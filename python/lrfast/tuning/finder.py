@@ -26,6 +26,11 @@ __all__ = ["lr_range_test", "RangeTestResult", "replay"]
 Rates = Union[float, Sequence[float]]
 # The smoothed loss must fall by this share of its scale for the sweep to carry a signal.
 NO_SIGNAL = 0.05
+# The stop rule's defaults (one definition for lr_range_test and replay): the smoothing of the
+# online average, and how far above their best the average and a raw loss may go.
+BETA = 0.98
+DIVERGE_THRESHOLD = 5.0
+RAW_DIVERGE_THRESHOLD = 30.0
 # Largest spread of the rules, in decades, for each confidence level (calibrated on the
 # corpus of training runs in the repository's tests/data).
 CONFIDENCE_DECADES = {"high": 0.5, "medium": 1.0}
@@ -49,7 +54,7 @@ class RangeTestResult:
     stop_reason: str
     burn_in: int
     min_lr_guard: float = 0.0
-    beta: float = 0.98
+    beta: float = BETA
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -278,9 +283,9 @@ def lr_range_test(
     end_lr: Rates = 10.0,
     num_steps: int = 100,
     mode: str = "exp",
-    beta: float = 0.98,
-    diverge_threshold: float = 5.0,
-    raw_diverge_threshold: float = 30.0,
+    beta: float = BETA,
+    diverge_threshold: float = DIVERGE_THRESHOLD,
+    raw_diverge_threshold: float = RAW_DIVERGE_THRESHOLD,
     burn_in: Optional[int] = None,
     min_lr: float = 0.0,
     reset: Optional[Callable[[], None]] = None,
@@ -435,21 +440,24 @@ def replay(
     rates: np.ndarray,
     losses: Sequence[float],
     *,
-    beta: float = 0.98,
-    diverge_threshold: float = 5.0,
-    raw_diverge_threshold: float = 30.0,
+    beta: float = BETA,
+    diverge_threshold: float = DIVERGE_THRESHOLD,
+    raw_diverge_threshold: float = RAW_DIVERGE_THRESHOLD,
     burn_in: Optional[int] = None,
     min_lr: float = 0.0,
 ) -> RangeTestResult:
     """The result :func:`lr_range_test` would have returned for a sweep that saw ``losses`` at
     ``rates`` (recorded elsewhere, or by an older version): the stop rule is applied to them in
-    order, so the result ends where that rule would have stopped the sweep. ``burn_in``
-    defaults to a tenth of ``len(rates)``, the planned sweep's length."""
+    order, so the result ends where that rule would have stopped the sweep (a result that runs
+    to the last loss says "end of the recorded losses"). ``burn_in`` defaults to a tenth of
+    ``len(rates)``: give the planned sweep's own when ``rates`` holds only the part recorded."""
     rates = np.asarray(rates, dtype=float)
+    if len(losses) > len(rates):
+        raise ValueError(f"losses has {len(losses)} values for {len(rates)} rates")
     burn_in = max(1, len(rates) // 10) if burn_in is None else burn_in
     stop = _StopRule(beta, burn_in, diverge_threshold, raw_diverge_threshold)
     kept: list[float] = []
-    stop_reason = "end_lr reached" if len(losses) == len(rates) else "stopped when recorded"
+    stop_reason = "end of the recorded losses"
     for i, loss in enumerate(losses):
         kept.append(float(loss))
         why = stop.update(float(loss))
