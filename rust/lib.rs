@@ -9,6 +9,7 @@ pub mod convert;
 pub mod error;
 pub mod optim;
 pub mod parallel;
+pub mod quantize;
 pub mod real;
 pub mod schedule;
 pub mod simd;
@@ -17,7 +18,12 @@ pub mod simd;
 mod python;
 
 pub use error::Error;
-pub use optim::{check_call, check_lengths, step, step_many, step_mixed, Optimizer};
-pub use parallel::{num_threads, set_num_threads, Lanes, MixedLanes, MAX_STATE};
+pub use optim::{
+    check_call, check_lengths, step, step_many, step_mixed, step_quantized, Optimizer,
+};
+pub use parallel::MAX_STATE;
+pub use parallel::{
+    num_threads, set_num_threads, Lanes, MixedLanes, QuantizedLanes, QuantizedSlot,
+};
 pub use real::{HalfFloat, Real};
 pub use schedule::Schedule;

@@ -8,6 +8,8 @@ use std::sync::{Arc, OnceLock, RwLock};
 
 use rayon::prelude::*;
 
+use crate::quantize::BLOCK;
+
 /// How many state arrays an optimizer can carry besides the parameter and gradient.
 pub const MAX_STATE: usize = 3;
 
@@ -30,8 +32,36 @@ pub struct MixedLanes<'a, H> {
     pub state: [&'a mut [f32]; MAX_STATE],
 }
 
+/// A state slot stored in 8 bits: one code per element and one `f32` scale per block of
+/// [`BLOCK`] elements (see [`crate::quantize`]). Unused slots are empty.
+pub struct QuantizedSlot<'a> {
+    pub codes: &'a mut [u8],
+    pub absmax: &'a mut [f32],
+}
+
+impl QuantizedSlot<'_> {
+    /// An unused slot.
+    pub fn empty() -> Self {
+        QuantizedSlot {
+            codes: &mut [],
+            absmax: &mut [],
+        }
+    }
+}
+
+/// The arrays of one update with 8-bit state: an `f32` parameter (written) and gradient (read)
+/// and up to [`MAX_STATE`] quantized state slots (written).
+pub struct QuantizedLanes<'a> {
+    pub param: &'a mut [f32],
+    pub grad: &'a [f32],
+    pub state: [QuantizedSlot<'a>; MAX_STATE],
+}
+
 /// Arrays that can be cut into pieces for threads: every array at the same element index.
 pub trait Piece: Send + Sized {
+    /// Pieces are cut at multiples of this many elements from the start of their tensor.
+    const GRAIN: usize = 16;
+
     fn len(&self) -> usize;
 
     fn is_empty(&self) -> bool {
@@ -73,6 +103,47 @@ impl<T: Send + Sync> Piece for Lanes<'_, T> {
                 param: p1,
                 grad: g1,
                 state: s1,
+            },
+        )
+    }
+}
+
+impl Piece for QuantizedLanes<'_> {
+    /// Whole quantization blocks: each block's scale stays with its codes.
+    const GRAIN: usize = BLOCK;
+
+    fn len(&self) -> usize {
+        self.param.len()
+    }
+
+    fn split_at(self, mid: usize) -> (Self, Self) {
+        let (p0, p1) = self.param.split_at_mut(mid);
+        let (g0, g1) = self.grad.split_at(mid);
+        let [s0, s1, s2] = self.state.map(|slot| {
+            let codes = slot.codes.split_at_mut(mid.min(slot.codes.len()));
+            let blocks = mid.div_ceil(BLOCK).min(slot.absmax.len());
+            let absmax = slot.absmax.split_at_mut(blocks);
+            (
+                QuantizedSlot {
+                    codes: codes.0,
+                    absmax: absmax.0,
+                },
+                QuantizedSlot {
+                    codes: codes.1,
+                    absmax: absmax.1,
+                },
+            )
+        });
+        (
+            QuantizedLanes {
+                param: p0,
+                grad: g0,
+                state: [s0.0, s1.0, s2.0],
+            },
+            QuantizedLanes {
+                param: p1,
+                grad: g1,
+                state: [s0.1, s1.1, s2.1],
             },
         )
     }
@@ -201,9 +272,9 @@ pub fn for_each_piece<P: Piece>(tensors: Vec<P>, body: &(impl Fn(P) + Sync)) {
                 current.push(lanes);
                 break;
             }
-            // Cut on a multiple of 16 elements: every piece but the last starts 64-byte aligned
-            // relative to its array, whatever the element type.
-            let cut = room.next_multiple_of(16).min(lanes.len());
+            // Cut on a multiple of the grain (16 elements: every piece but the last starts
+            // 64-byte aligned relative to its array, whatever the element type).
+            let cut = room.next_multiple_of(P::GRAIN).min(lanes.len());
             let (head, tail) = lanes.split_at(cut);
             current.push(head);
             room = 0;

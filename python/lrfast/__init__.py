@@ -23,7 +23,7 @@ accepts one); :class:`ReduceLROnPlateau` and :class:`EarlyStopping` react to the
 
 # The kernels, the optimizer classes and the tuning tools are re-exported by their modules'
 # own __all__ (one list each; the kernels' is generated from the specs).
-from . import kernels, optim, plot, reference, schedules, tuning
+from . import kernels, optim, plot, quantized, reference, schedules, tuning
 from ._lrfast import (
     __version__,
     clip_grad_norm,
@@ -36,6 +36,7 @@ from ._lrfast import (
 from .kernels import *  # noqa: F403
 from .monitor import EarlyStopping, ReduceLROnPlateau
 from .optim import *  # noqa: F403
+from .quantized import QuantizedState
 from .specs import OptimizerSpec, optimizers, spec
 from .threads import threads
 from .tuning import *  # noqa: F403
@@ -52,5 +53,6 @@ __all__ += [
     "threads",
 ]
 __all__ += optim.__all__
+__all__ += ["QuantizedState", "quantized"]
 __all__ += ["schedules", "plot", "reference", "ReduceLROnPlateau", "EarlyStopping"]
 __all__ += tuning.__all__

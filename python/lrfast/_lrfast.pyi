@@ -41,6 +41,9 @@ __all__ = [
     "optimizer_specs",
     "check_hyperparameter",
     "first_overlap",
+    "quantize_blocks",
+    "dequantize_blocks",
+    "code_map",
     "torch_step",
     "simd_level",
     "set_num_threads",
@@ -58,7 +61,7 @@ def step(
     name: str,
     param: _Array,
     grad: _Array,
-    states: tuple[Optional[_Array], ...],
+    states: tuple[Any, ...],
     master: Optional[_Array],
     step: int,
     lr: _LearningRate,
@@ -141,3 +144,11 @@ class Schedule:
         """The momentum a cycling schedule pairs with its rate at ``step``, else None."""
     def _evaluate(self, steps: npt.NDArray[np.uint64]) -> npt.NDArray[np.float64]:
         """The rates at every step of a 1-d uint64 array."""
+
+def quantize_blocks(
+    values: npt.NDArray[np.float32], signed: bool
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.float32]]: ...
+def dequantize_blocks(
+    codes: npt.NDArray[np.uint8], absmax: npt.NDArray[np.float32], signed: bool
+) -> npt.NDArray[np.float32]: ...
+def code_map(signed: bool) -> npt.NDArray[np.float32]: ...

@@ -13,6 +13,7 @@ from typing import Any, Callable, Union
 import numpy as np
 
 from . import _lrfast
+from .quantized import QuantizedState
 from .schedules import Schedule
 from .specs import OptimizerSpec, body_source, docstring, optimizers, signature_source
 
@@ -20,6 +21,7 @@ __all__: list[str] = []
 
 # The argument types the generated signatures name.
 Arrays = Union[np.ndarray, Sequence[np.ndarray]]
+States = Union[Arrays, QuantizedState, Sequence[QuantizedState]]
 LearningRate = Union[float, Schedule]
 
 

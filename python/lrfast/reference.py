@@ -28,6 +28,10 @@ __all__ = [
     "nadam_step",
     "radam_step",
     "mixed_step",
+    "dynamic_map",
+    "quantize_blocks",
+    "dequantize_blocks",
+    "quantized_step",
 ]
 
 
@@ -315,4 +319,91 @@ def mixed_step(
     work = param.astype(np.float32) if master is None else master
     result = step_fn(work, grad.astype(np.float32), *states, **hyperparameters)
     param[...] = work.astype(param.dtype)
+    return result
+
+
+# -- 8-bit state (block-wise quantization, Dettmers et al. 2022) --------------------------------
+
+QUANTIZATION_BLOCK = 256
+
+
+def dynamic_map(signed: bool) -> np.ndarray:
+    """The paper's dynamic map for 8 bits, 256 float32 entries ascending: for each decade
+    ``i = 0..6``, the midpoints of ``linspace(0.1, 1, n + 1)`` scaled by ``10**(i - 6)``, with
+    ``n = 2**i`` (and their negatives) when signed, ``n = 2**(i + 1)`` when not; then 0 and 1.
+    Computed in float64, rounded to float32."""
+    entries: list[float] = []
+    for decade in range(7):
+        items = 2**decade if signed else 2 ** (decade + 1)
+        points = np.linspace(0.1, 1.0, items + 1)
+        means = (points[:-1] + points[1:]) / 2
+        scaled = (1.0 / float(10 ** (6 - decade))) * means
+        entries += scaled.tolist()
+        if signed:
+            entries += (-scaled).tolist()
+    entries += [0.0, 1.0]
+    return np.sort(np.array(entries).astype(np.float32))
+
+
+def _blocks(flat: np.ndarray) -> np.ndarray:
+    """``flat`` padded with zeros to whole blocks, one block per row."""
+    rows = -(-flat.size // QUANTIZATION_BLOCK)
+    padded = np.zeros(rows * QUANTIZATION_BLOCK, flat.dtype)
+    padded[: flat.size] = flat
+    return padded.reshape(rows, QUANTIZATION_BLOCK)
+
+
+def quantize_blocks(values: np.ndarray, signed: bool) -> tuple[np.ndarray, np.ndarray]:
+    """``values`` (float32) as 8-bit codes (its shape) and one float32 scale per block of 256.
+
+    A block's scale is its largest magnitude (NaN if it holds a NaN or ±∞; 0 if it is below
+    float32's smallest normal number, 1.2e-38; either block stores the code of 0, as a block of
+    zeros does). Each value's code is the index of the
+    entry nearest to ``value · (1/absmax)`` (``1/absmax`` rounded to float32; a tie goes to the
+    lower entry): the number of midpoints between entries, taken in float64, below it."""
+    entries = dynamic_map(signed)
+    midpoints = (entries[:-1].astype(np.float64) + entries[1:].astype(np.float64)) / 2
+    zero = int(np.flatnonzero(entries == 0.0)[0])
+    blocks = _blocks(np.asarray(values, np.float32).ravel())
+    with np.errstate(invalid="ignore"):
+        absmax = np.abs(blocks).max(axis=1, initial=np.float32(0))
+    absmax[absmax < np.finfo(np.float32).tiny] = 0  # a reciprocal that would overflow
+    absmax[~np.isfinite(absmax)] = np.nan
+    usable = absmax > 0
+    inverse = np.ones_like(absmax)
+    inverse[usable] = np.float32(1) / absmax[usable]
+    normalized = blocks * inverse[:, None]
+    codes = np.searchsorted(midpoints, normalized.astype(np.float64), side="left")
+    codes[~usable] = zero
+    flat_codes = codes.astype(np.uint8).ravel()[: np.size(values)]
+    return flat_codes.reshape(np.shape(values)), absmax.astype(np.float32)
+
+
+def dequantize_blocks(codes: np.ndarray, absmax: np.ndarray, signed: bool) -> np.ndarray:
+    """The float32 values of ``codes`` and ``absmax``: ``map[code] · absmax`` per block."""
+    entries = dynamic_map(signed)
+    blocks = _blocks(np.asarray(codes).ravel())
+    values: np.ndarray = entries[blocks] * np.asarray(absmax, np.float32)[:, None]
+    return values.ravel()[: np.size(codes)].reshape(np.shape(codes))
+
+
+def quantized_step(
+    step_fn: Callable[..., Any],
+    param: np.ndarray,
+    grad: np.ndarray,
+    *states: Any,
+    **hyperparameters: Any,
+) -> Any:
+    """An update with 8-bit states (``lrfast.QuantizedState``, or None for an unused slot)
+    through the float32 update ``step_fn``: each state is decoded, the update runs on the
+    float32 values (and the parameter, with the float32 state before rounding), and each
+    state is encoded again with the scales of its new values. Every update is elementwise, so
+    this whole-array version gives what the fused kernel gives block by block."""
+    decoded = [
+        None if s is None else dequantize_blocks(s.codes, s.absmax, s.signed) for s in states
+    ]
+    result = step_fn(param, grad, *decoded, **hyperparameters)
+    for state, values in zip(states, decoded):
+        if state is not None and values is not None:
+            state.codes[...], state.absmax[...] = quantize_blocks(values, state.signed)
     return result

@@ -46,6 +46,11 @@ class Slot:
     need_of: Optional[str]
     initial: Optional[str]
     """The hyperparameter whose value the array starts from, or None for zeros."""
+    signed: bool
+    """Whether the values can be negative: 8-bit state (:class:`lrfast.QuantizedState`) uses
+    the signed map for such slots and the unsigned one for the others."""
+    full_precision: Optional[str]
+    """Why this slot cannot be stored in 8 bits, or None if it can."""
     doc: str
 
     def needed(self, hyperparameters: dict[str, Any]) -> bool:
@@ -159,9 +164,9 @@ def signature_source(s: OptimizerSpec) -> str:
     arguments = ["param: Arrays", "grad: Arrays"]
     for slot in s.slots:
         if slot.need == "always":
-            arguments.append(f"{slot.name}: Arrays")
+            arguments.append(f"{slot.name}: States")
         else:
-            arguments.append(f"{slot.name}: Optional[Arrays] = None")
+            arguments.append(f"{slot.name}: Optional[States] = None")
     arguments += ["*", "step: int"]
     for h in s.kernel_hyperparameters:
         arguments.append(f"{h.name}: {annotation(h)} = {h.default!r}")
@@ -204,7 +209,15 @@ def docstring(s: OptimizerSpec) -> str:
     for slot in s.slots:
         when = {"always": "", "nonzero": f"; needed when ``{slot.need_of}`` is not 0"}
         when["flag"] = f"; needed with ``{slot.need_of}``"
-        lines.append(f"    {slot.name}: {slot.doc}, like ``param`` (updated){when[slot.need]}.")
+        kind = "signed" if slot.signed else "unsigned"
+        eight_bit = (
+            f"; or an 8-bit ``lrfast.QuantizedState`` ({kind})"
+            if slot.full_precision is None
+            else " (never 8-bit)"
+        )
+        lines.append(
+            f"    {slot.name}: {slot.doc}, like ``param`` (updated){when[slot.need]}{eight_bit}."
+        )
     lines.append("    step: the number of this update, from 1.")
     for h in s.kernel_hyperparameters:
         extra = " (a float or an ``lrfast.schedules`` schedule, evaluated at ``step - 1``)"
@@ -217,6 +230,10 @@ def docstring(s: OptimizerSpec) -> str:
     lines += [
         "    grad_scale: a factor fused into the gradient (clipping without writing it).",
         "    master: float32 master copies of float16/bfloat16 parameters (read and written).",
+        "",
+        "8-bit state: with ``lrfast.QuantizedState`` states (all of them, float32 parameters),",
+        "each block of 256 values is decoded, updated by the float32 rule and re-encoded in one",
+        "pass (``lrfast.quantized``).",
         "",
         "Returns:",
         f"    the new ``{s.carried[0]}``."
@@ -252,8 +269,10 @@ def stub_source() -> str:
         "from collections.abc import Sequence\n"
         "from typing import Any, Optional, Union\n\n"
         "import numpy.typing as npt\n\n"
+        "from .quantized import QuantizedState\n"
         "from .schedules import Schedule\n\n"
         "Arrays = Union[npt.NDArray[Any], Sequence[npt.NDArray[Any]]]\n"
+        "States = Union[Arrays, QuantizedState, Sequence[QuantizedState]]\n"
         "LearningRate = Union[float, Schedule]\n\n"
         f"__all__ = {[s.function_name for s in _SPECS]!r}\n\n"
     )

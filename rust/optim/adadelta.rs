@@ -30,8 +30,8 @@ pub(super) const SPEC: Spec = Spec {
         MAXIMIZE,
     ],
     slots: &[
-        Slot::new("square_avg", Need::Always, "average of squared gradients v"),
-        Slot::new("acc_delta", Need::Always, "average of squared updates u"),
+        Slot::new("square_avg", Need::Always, "average of squared gradients v").non_negative(),
+        Slot::new("acc_delta", Need::Always, "average of squared updates u").non_negative(),
     ],
     carried: None,
     momentum: None,

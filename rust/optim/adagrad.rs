@@ -40,6 +40,8 @@ pub(super) const SPEC: Spec = Spec {
         torch_key: "sum",
         need: Need::Always,
         initial: Some("initial_accumulator_value"),
+        signed: false,
+        full_precision: None,
         doc: "sum of squared gradients s",
     }],
     carried: None,

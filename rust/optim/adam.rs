@@ -15,12 +15,13 @@ const AMSGRAD: Hyperparameter = Hyperparameter::new(
 );
 const SLOTS: [Slot; 3] = [
     Slot::new("exp_avg", Need::Always, "first moment average m"),
-    Slot::new("exp_avg_sq", Need::Always, "second moment average v"),
+    Slot::new("exp_avg_sq", Need::Always, "second moment average v").non_negative(),
     Slot::new(
         "max_exp_avg_sq",
         Need::Flag("amsgrad"),
         "running maximum of v (AMSGrad)",
-    ),
+    )
+    .non_negative(),
 ];
 
 pub(super) const SPEC: Spec = Spec {

@@ -23,7 +23,8 @@ pub(super) const SPEC: Spec = Spec {
             "exp_inf",
             Need::Always,
             "exponentially weighted infinity norm u",
-        ),
+        )
+        .non_negative(),
     ],
     carried: None,
     momentum: Some("betas"),

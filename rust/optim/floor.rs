@@ -33,6 +33,7 @@ impl Optimizer for MemoryFloor {
         Slots {
             names: ["state0", "state1", "state2"],
             used: std::array::from_fn(|slot| slot < self.states),
+            signed: [true; MAX_STATE],
         }
     }
 

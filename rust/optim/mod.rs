@@ -40,7 +40,8 @@ pub use sgd::Sgd;
 pub use spec::{Gradient, Hyperparameters, Spec, Value};
 
 use crate::error::Error;
-use crate::parallel::{for_each_piece, Lanes, MixedLanes, MAX_STATE};
+use crate::parallel::{for_each_piece, Lanes, MixedLanes, QuantizedLanes, MAX_STATE};
+use crate::quantize::{self, BLOCK};
 use crate::real::{HalfFloat, Real};
 use crate::simd;
 
@@ -103,18 +104,23 @@ pub trait Defined: Optimizer + Sized {
 pub struct Slots {
     pub names: [&'static str; MAX_STATE],
     pub used: [bool; MAX_STATE],
+    /// Whether each slot's values can be negative ([`spec::Slot::signed`]).
+    pub signed: [bool; MAX_STATE],
 }
 
 impl Slots {
     /// The slots of `h`'s spec, used as its values say.
     pub fn of(h: &Hyperparameters, spec: &Spec) -> Slots {
         let mut names = [""; MAX_STATE];
-        for (name, slot) in names.iter_mut().zip(spec.slots) {
-            *name = slot.name;
+        let mut signed = [true; MAX_STATE];
+        for (slot, s) in spec.slots.iter().enumerate() {
+            names[slot] = s.name;
+            signed[slot] = s.signed;
         }
         Slots {
             names,
             used: h.used_slots(),
+            signed,
         }
     }
 }
@@ -246,6 +252,47 @@ pub fn step_mixed<O: Optimizer, H: HalfFloat>(
     Ok(())
 }
 
+/// Applies update number `step` to `f32` parameters with 8-bit block-wise state (see
+/// [`crate::quantize`]), as [`step_many`] does with `f32` state.
+///
+/// Each block of [`BLOCK`] elements is decoded into `f32` buffers on the stack, updated by the
+/// optimizer's own `f32` rule (the same code as [`step_many`]'s), and encoded again with the
+/// scale of its new values: one pass over memory, and the parameter update uses the `f32` state
+/// before it is rounded, as in the paper. A slot's map follows its spec: signed, or unsigned for
+/// values that are never negative.
+pub fn step_quantized<O: Optimizer>(
+    optimizer: &O,
+    step: u64,
+    tensors: Vec<QuantizedLanes<'_>>,
+) -> Result<(), Error> {
+    check_call(step)?;
+    for lanes in &tensors {
+        let expected = lanes.param.len();
+        let codes = lanes.state.each_ref().map(|s| s.codes.len());
+        check_array_lengths(optimizer, expected, lanes.grad.len(), codes)?;
+        let slots = optimizer.slots();
+        for (slot, state) in lanes.state.iter().enumerate() {
+            if slots.used[slot] && state.absmax.len() != expected.div_ceil(BLOCK) {
+                return Err(Error::Invalid(format!(
+                    "{} has {} block scales but {expected} elements need {}",
+                    slots.names[slot],
+                    state.absmax.len(),
+                    expected.div_ceil(BLOCK)
+                )));
+            }
+        }
+    }
+    let scalars = optimizer.scalars(step);
+    for_each_piece(tensors, &|lanes| {
+        dispatch(Quantized {
+            optimizer,
+            scalars: &scalars,
+            lanes,
+        })
+    });
+    Ok(())
+}
+
 /// Elements per block of a mixed-precision update: the `f32` copies of a block's parameters and
 /// gradients (8 KiB) stay in the L1 cache between widening and rounding.
 pub const MIXED_BLOCK: usize = 1024;
@@ -319,6 +366,63 @@ impl<O: Optimizer, H: HalfFloat> Kernel for Mixed<'_, '_, O, H> {
             );
             H::narrow(param_block, &mut param[start..end]);
             start = end;
+        }
+    }
+}
+
+/// An update of one piece with 8-bit state, block by block through `f32` buffers.
+struct Quantized<'a, 'l, O: Optimizer> {
+    optimizer: &'a O,
+    scalars: &'a O::Scalars,
+    lanes: QuantizedLanes<'l>,
+}
+
+impl<O: Optimizer> Kernel for Quantized<'_, '_, O> {
+    #[inline(always)]
+    fn run(self) {
+        let QuantizedLanes {
+            param,
+            grad,
+            mut state,
+        } = self.lanes;
+        let slots = self.optimizer.slots();
+        let maps = slots.signed.map(quantize::map);
+        let mut buffers = [[0.0f32; BLOCK]; MAX_STATE];
+        let n = param.len();
+        for (block, start) in (0..n).step_by(BLOCK).enumerate() {
+            let end = (start + BLOCK).min(n);
+            let len = end - start;
+            for (((slot, buffer), map), &used) in
+                state.iter().zip(&mut buffers).zip(&maps).zip(&slots.used)
+            {
+                if used {
+                    let codes = &slot.codes[start..end];
+                    quantize::dequantize_block(map, codes, slot.absmax[block], &mut buffer[..len]);
+                }
+            }
+            let [b0, b1, b2] = &mut buffers;
+            let mut views = [&mut b0[..len], &mut b1[..len], &mut b2[..len]];
+            for (view, &used) in views.iter_mut().zip(&slots.used) {
+                if !used {
+                    *view = &mut [];
+                }
+            }
+            self.optimizer.update_piece(
+                self.scalars,
+                Lanes {
+                    param: &mut param[start..end],
+                    grad: &grad[start..end],
+                    state: views,
+                },
+            );
+            for (((slot, buffer), map), &used) in
+                state.iter_mut().zip(&buffers).zip(&maps).zip(&slots.used)
+            {
+                if used {
+                    let codes = &mut slot.codes[start..end];
+                    slot.absmax[block] = quantize::quantize_block(map, &buffer[..len], codes);
+                }
+            }
         }
     }
 }

@@ -34,7 +34,7 @@ pub(super) const SPEC: Spec = Spec {
     ],
     slots: &[
         Slot::new("exp_avg", Need::Always, "first moment average m"),
-        Slot::new("exp_avg_sq", Need::Always, "second moment average v"),
+        Slot::new("exp_avg_sq", Need::Always, "second moment average v").non_negative(),
     ],
     carried: Some(Carried {
         name: "mu_product",

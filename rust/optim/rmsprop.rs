@@ -41,7 +41,7 @@ pub(super) const SPEC: Spec = Spec {
         MAXIMIZE,
     ],
     slots: &[
-        Slot::new("square_avg", Need::Always, "average of squared gradients v"),
+        Slot::new("square_avg", Need::Always, "average of squared gradients v").non_negative(),
         Slot::new(
             "momentum_buffer",
             Need::NonZero("momentum"),
@@ -51,6 +51,10 @@ pub(super) const SPEC: Spec = Spec {
             "grad_avg",
             Need::Flag("centered"),
             "average of gradients a (only when centered)",
+        )
+        .full_precision(
+            "centered RMSprop divides by √(v − a²), and rounding v and a in 8 bits each can \
+             make v − a² negative (NaN); bitsandbytes refuses it too",
         ),
     ],
     carried: None,

@@ -125,6 +125,12 @@ pub struct Slot {
     pub need: Need,
     /// The hyperparameter whose value the array starts from, if not zero.
     pub initial: Option<&'static str>,
+    /// Whether the values can be negative: 8-bit state stores a signed slot with the signed
+    /// code map and a never-negative one (a second moment, a sum of squares) with the unsigned
+    /// map, which spends the sign bit on precision.
+    pub signed: bool,
+    /// Why this slot cannot be stored in 8 bits, if it cannot.
+    pub full_precision: Option<&'static str>,
     pub doc: &'static str,
 }
 
@@ -135,7 +141,25 @@ impl Slot {
             torch_key: name,
             need,
             initial: None,
+            signed: true,
+            full_precision: None,
             doc,
+        }
+    }
+
+    /// This slot, refused in 8 bits for `reason`.
+    pub const fn full_precision(self, reason: &'static str) -> Self {
+        Slot {
+            full_precision: Some(reason),
+            ..self
+        }
+    }
+
+    /// This slot, marked as never negative.
+    pub const fn non_negative(self) -> Self {
+        Slot {
+            signed: false,
+            ..self
         }
     }
 }

@@ -15,14 +15,38 @@ use crate::Error;
 pub(super) struct Name {
     pub base: &'static str,
     pub index: Option<usize>,
+    /// The array inside an 8-bit state argument: `exp_avg.codes`, `exp_avg[3].absmax`.
+    pub part: Option<&'static str>,
+}
+
+impl Name {
+    pub(super) fn new(base: &'static str, index: Option<usize>) -> Name {
+        Name {
+            base,
+            index,
+            part: None,
+        }
+    }
+
+    /// The array `part` of this argument.
+    pub(super) fn part(self, part: &'static str) -> Name {
+        Name {
+            part: Some(part),
+            ..self
+        }
+    }
 }
 
 impl std::fmt::Display for Name {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.index {
-            Some(i) => write!(f, "{}[{i}]", self.base),
-            None => f.write_str(self.base),
+        f.write_str(self.base)?;
+        if let Some(i) = self.index {
+            write!(f, "[{i}]")?;
         }
+        if let Some(part) = self.part {
+            write!(f, ".{part}")?;
+        }
+        Ok(())
     }
 }
 
@@ -91,12 +115,13 @@ pub(super) fn as_array<'py>(name: Name, object: &Bound<'py, PyAny>) -> PyResult<
     })
 }
 
-/// The arrays of one tensor's update: its parameter, gradient and the states its options use.
-pub(super) struct TensorArgs<'py> {
+/// The arrays of one tensor's update: its parameter, gradient and the states its options use
+/// (arrays, or 8-bit states).
+pub(super) struct TensorArgs<'py, S = ArrayArg<'py>> {
     pub param: ArrayArg<'py>,
     pub grad: ArrayArg<'py>,
-    /// (slot, array) for each state slot the options use.
-    pub states: Vec<(usize, ArrayArg<'py>)>,
+    /// (slot, state) for each state slot the options use.
+    pub states: Vec<(usize, S)>,
     /// The float32 master copy of a float16 or bfloat16 parameter.
     pub master: Option<ArrayArg<'py>>,
 }
@@ -239,15 +264,27 @@ pub(super) fn gather<'py>(
     states: &[Option<&Bound<'py, PyAny>>],
     master: Option<&Bound<'py, PyAny>>,
 ) -> PyResult<Vec<TensorArgs<'py>>> {
+    gather_with(slots, param, grad, states, master, as_array)
+}
+
+/// Gathers the tensors of a call as [`gather`] does, with each state argument read by `state`.
+pub(super) fn gather_with<'py, S>(
+    slots: Slots,
+    param: &Bound<'py, PyAny>,
+    grad: &Bound<'py, PyAny>,
+    states: &[Option<&Bound<'py, PyAny>>],
+    master: Option<&Bound<'py, PyAny>>,
+    state: impl Fn(Name, &Bound<'py, PyAny>) -> PyResult<S>,
+) -> PyResult<Vec<TensorArgs<'py, S>>> {
     let used: Vec<usize> = (0..slots.names.len()).filter(|&s| slots.used[s]).collect();
-    check_unused_states(&slots, states)?;
+    check_unused_states(&slots, states, &state)?;
     let slots = slots.names;
     let Some(params) = as_sequence(param) else {
-        let name = |base| Name { base, index: None };
+        let name = |base| Name::new(base, None);
         let mut state_args = Vec::with_capacity(used.len());
         for &slot in &used {
             let object = states[slot].ok_or(Error::MissingState(slots[slot]))?;
-            state_args.push((slot, as_array(name(slots[slot]), object)?));
+            state_args.push((slot, state(name(slots[slot]), object)?));
         }
         return Ok(vec![TensorArgs {
             param: as_array(name("param"), param)?,
@@ -280,16 +317,13 @@ pub(super) fn gather<'py>(
     let masters = master.map(|m| list_of("master", m)).transpose()?;
     (0..n)
         .map(|i| {
-            let name = |base| Name {
-                base,
-                index: Some(i),
-            };
+            let name = |base| Name::new(base, Some(i));
             Ok(TensorArgs {
                 param: as_array(name("param"), &params[i])?,
                 grad: as_array(name("grad"), &grads[i])?,
                 states: state_lists
                     .iter()
-                    .map(|(slot, list)| Ok((*slot, as_array(name(slots[*slot]), &list[i])?)))
+                    .map(|(slot, list)| Ok((*slot, state(name(slots[*slot]), &list[i])?)))
                     .collect::<PyResult<_>>()?,
                 master: masters
                     .as_ref()
@@ -311,13 +345,7 @@ pub(super) fn grads_args<'py>(grads: &Bound<'py, PyAny>) -> PyResult<Vec<ArrayAr
         .enumerate()
         .map(|(i, object)| {
             let index = many.then_some(i);
-            as_array(
-                Name {
-                    base: "grads",
-                    index,
-                },
-                object,
-            )
+            as_array(Name::new("grads", index), object)
         })
         .collect()
 }
@@ -346,28 +374,27 @@ pub(super) fn checked_grads<'py>(
     Ok(args)
 }
 
-/// Refuses a state argument the options do not use unless it is an array or a list of arrays:
-/// it is not read, but anything else is a mistake worth reporting.
-fn check_unused_states(slots: &Slots, states: &[Option<&Bound<'_, PyAny>>]) -> PyResult<()> {
-    for (slot, state) in states.iter().enumerate() {
-        let (Some(object), false) = (state, slots.used.get(slot).copied().unwrap_or(false)) else {
+/// Refuses a state argument the options do not use unless `state` reads it (an array or a
+/// list of them, or 8-bit states): it is not read, but anything else is a mistake worth
+/// reporting.
+fn check_unused_states<'py, S>(
+    slots: &Slots,
+    states: &[Option<&Bound<'py, PyAny>>],
+    state: &impl Fn(Name, &Bound<'py, PyAny>) -> PyResult<S>,
+) -> PyResult<()> {
+    for (slot, given) in states.iter().enumerate() {
+        let (Some(object), false) = (given, slots.used.get(slot).copied().unwrap_or(false)) else {
             continue;
         };
         let base = slots.names[slot];
         match as_sequence(object) {
             Some(items) => {
                 for (i, item) in items.iter().enumerate() {
-                    as_array(
-                        Name {
-                            base,
-                            index: Some(i),
-                        },
-                        item,
-                    )?;
+                    state(Name::new(base, Some(i)), item)?;
                 }
             }
             None => {
-                as_array(Name { base, index: None }, object)?;
+                state(Name::new(base, None), object)?;
             }
         }
     }

@@ -246,13 +246,22 @@ pub(super) fn claim_tensors(
                 .chain(tensor.master.iter().map(|master| (true, master)))
         })
         .collect();
+    let total: usize = tensors.iter().map(|t| t.param.array.len()).sum();
+    claim_arrays(&arrays, total)
+}
+
+/// Checks that no two of `arrays` share memory and that those marked written are writeable,
+/// then claims them for an update of `total` elements.
+pub(super) fn claim_arrays(
+    arrays: &[(bool, &ArrayArg<'_>)],
+    total: usize,
+) -> PyResult<Option<in_flight::Registration>> {
     let ranges = byte_ranges(arrays.iter().copied());
     check_disjoint(&ranges)?;
-    for (writes, arg) in &arrays {
+    for (writes, arg) in arrays {
         if *writes {
             check_writeable(arg, "the update")?;
         }
     }
-    let total: usize = tensors.iter().map(|t| t.param.array.len()).sum();
     claim(ranges, total)
 }

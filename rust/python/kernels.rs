@@ -11,6 +11,7 @@ use pyo3::types::{PyBool, PyDict, PyList, PyString, PyTuple};
 use super::args::{check_layout, check_like, dtype_of, gather, kind_error, parse_step, real};
 use super::args::{flag, real_value, DType};
 use super::claims::claim_tensors;
+use super::quantized;
 use super::schedule::LearningRate;
 use super::slices::{mixed_lanes, plain_lanes};
 use crate::optim::spec::{Need, Range, Use, Value, MAX_HYPERPARAMETERS};
@@ -121,15 +122,27 @@ impl Call<'_, '_> {
         for (slot, object) in states.iter_mut().zip(&given) {
             *slot = (!object.is_none()).then_some(object);
         }
-        run(
-            py,
-            &optimizer,
-            update,
-            self.param,
-            self.grad,
-            &states,
-            self.master,
-        )?;
+        if quantized::in_call(py, &states)? {
+            quantized::run(
+                py,
+                &optimizer,
+                update,
+                self.param,
+                self.grad,
+                &states,
+                self.master,
+            )?;
+        } else {
+            run(
+                py,
+                &optimizer,
+                update,
+                self.param,
+                self.grad,
+                &states,
+                self.master,
+            )?;
+        }
         Ok(optimizer.carry_out(update))
     }
 }
@@ -279,6 +292,8 @@ fn spec_dict<'py>(py: Python<'py>, spec: &Spec) -> PyResult<Bound<'py, PyDict>> 
         item.set_item("need", kind)?;
         item.set_item("need_of", on)?;
         item.set_item("initial", slot.initial)?;
+        item.set_item("signed", slot.signed)?;
+        item.set_item("full_precision", slot.full_precision)?;
         item.set_item("doc", slot.doc)?;
         slots.append(item)?;
     }

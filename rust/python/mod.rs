@@ -6,6 +6,7 @@
 //!   argument for the unsafe code);
 //! - `slices`: checked, claimed arrays as slices (the unsafe code);
 //! - `kernels`: the one door to every optimizer and the export of their specs;
+//! - `quantized`: 8-bit state arguments, and quantizing arrays for `lrfast.QuantizedState`;
 //! - `clipping`: gradient norms and clipping;
 //! - `runtime`: threads and SIMD level;
 //! - `schedule`: learning-rate schedules;
@@ -23,6 +24,7 @@ mod args;
 mod claims;
 mod clipping;
 mod kernels;
+mod quantized;
 mod runtime;
 mod schedule;
 mod slices;
@@ -42,6 +44,9 @@ fn _lrfast(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add_function(wrap_pyfunction!(kernels::check_hyperparameter, module)?)?;
     module.add_function(wrap_pyfunction!(kernels::_memory_floor_step, module)?)?;
     module.add_function(wrap_pyfunction!(claims::first_overlap, module)?)?;
+    module.add_function(wrap_pyfunction!(quantized::quantize_blocks, module)?)?;
+    module.add_function(wrap_pyfunction!(quantized::dequantize_blocks, module)?)?;
+    module.add_function(wrap_pyfunction!(quantized::code_map, module)?)?;
     module.add_function(wrap_pyfunction!(torch::torch_step, module)?)?;
     module.add_function(wrap_pyfunction!(clipping::clip_grad_norm, module)?)?;
     module.add_function(wrap_pyfunction!(clipping::clip_grad_value, module)?)?;

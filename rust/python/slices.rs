@@ -8,7 +8,8 @@ use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 
 use super::args::{dtype_of, ArrayArg, DType, TensorArgs};
-use crate::{clip, HalfFloat, Lanes, MixedLanes, Real, MAX_STATE};
+use super::quantized::QuantizedArg;
+use crate::{clip, HalfFloat, Lanes, MixedLanes, QuantizedLanes, QuantizedSlot, Real, MAX_STATE};
 
 pub(super) fn not_contiguous(_: numpy::AsSliceError) -> PyErr {
     PyValueError::new_err("arrays must be C-contiguous")
@@ -93,6 +94,43 @@ pub(super) fn mixed_lanes<'a, H: HalfFloat + Element>(
                     grad: slice(&tensor.grad)?,
                     master: tensor.master.as_ref().map(|m| slice_mut(m)).transpose()?,
                     state: state_slices(tensor)?,
+                })
+            }
+        })
+        .collect()
+}
+
+/// The non-empty tensors of a checked and claimed call with 8-bit state: float32 parameters
+/// and gradients, and each used slot's codes and block scales.
+pub(super) fn quantized_lanes<'a>(
+    tensors: &'a [TensorArgs<'_, QuantizedArg<'_>>],
+) -> PyResult<Vec<QuantizedLanes<'a>>> {
+    tensors
+        .iter()
+        .filter(|t| t.param.array.len() > 0)
+        .map(|tensor| {
+            let mut state = [
+                QuantizedSlot::empty(),
+                QuantizedSlot::empty(),
+                QuantizedSlot::empty(),
+            ];
+            for (slot, arg) in &tensor.states {
+                // SAFETY: `quantized::run` checked every array's dtype, layout and shape, and
+                // `claim_arrays` that they are pairwise disjoint, writeable where written, and
+                // not in use by another call.
+                state[*slot] = unsafe {
+                    QuantizedSlot {
+                        codes: slice_mut(&arg.codes)?,
+                        absmax: slice_mut(&arg.absmax)?,
+                    }
+                };
+            }
+            // SAFETY: as above.
+            unsafe {
+                Ok(QuantizedLanes {
+                    param: slice_mut(&tensor.param)?,
+                    grad: slice(&tensor.grad)?,
+                    state,
                 })
             }
         })

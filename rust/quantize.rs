@@ -1,0 +1,329 @@
+//! Block-wise 8-bit quantization of optimizer state (Dettmers, Lewis, Shleifer and Zettlemoyer,
+//! "8-bit Optimizers via Block-wise Quantization", ICLR 2022).
+//!
+//! A state array is cut, in C order, into blocks of [`BLOCK`] values (the last block may be
+//! shorter). A block is stored as its absolute maximum `absmax` (`f32`) and one byte per value:
+//! the index of the entry of a 256-entry [`CodeMap`] nearest to `value / absmax`. Decoding is
+//! `map[code] · absmax`. The map is the paper's dynamic tree map: signed for states that change
+//! sign (first moments, momentum), unsigned for states that never do (second moments, sums of
+//! squares), which then spends the sign bit on precision.
+//!
+//! Everything here is exact and order-independent: the block maximum, one `f32` division per
+//! value, a nearest-entry search against midpoints held in `f64`, one `f32` product per decoded
+//! value. So the codes do not depend on threads or SIMD level, and `lrfast.reference` reproduces
+//! them code for code.
+
+use std::sync::OnceLock;
+
+/// Values per quantization block: each block has its own `absmax`.
+pub const BLOCK: usize = 256;
+
+/// Entries in a code map: one per byte value.
+pub const CODES: usize = 256;
+
+/// Buckets of `f32` values the nearest-entry search starts from: one per value of the top 17
+/// bits (sign, exponent, 8 mantissa bits), so that a bucket index never needs a bounds check.
+const BUCKETS: usize = 1 << 17;
+
+/// Midpoints a value may still have to pass after its bucket's first: no bucket of either map
+/// holds more (checked when a map is built).
+const STEPS: usize = 2;
+
+/// A sorted 256-entry code map with the tables that find the nearest entry fast.
+pub struct CodeMap {
+    /// The entries, sorted ascending, in `[-1, 1]`.
+    values: [f32; CODES],
+    /// `midpoints[k]` lies halfway between entries `k` and `k + 1` (exact in `f64`); the entry
+    /// nearest to `x` is the number of midpoints below `x` (a tie goes to the lower entry). Padded
+    /// with `+∞` so that the lookups past a bucket's first midpoint stay in bounds.
+    midpoints: [f64; CODES + 1],
+    /// For each bucket of `f32` values (its top 17 bits), the number of midpoints below its
+    /// lowest value.
+    buckets: Box<[u8; BUCKETS]>,
+    /// The index of the entry `0.0`.
+    zero: u8,
+}
+
+impl CodeMap {
+    /// The paper's dynamic map for 8 bits (bitsandbytes' `create_dynamic_map(signed,
+    /// max_exponent_bits=7)`): for each decade `i = 0..7`, the midpoints of `linspace(0.1, 1,
+    /// n_i + 1)` scaled by `10^(i − 6)`, with `n_i = 2^i` (signed, and negated copies) or
+    /// `2^(i+1)` (unsigned); then 0 and 1. Computed in `f64`, each entry rounded to `f32`.
+    pub fn dynamic(signed: bool) -> CodeMap {
+        let mut entries: Vec<f64> = Vec::with_capacity(CODES);
+        for decade in 0..7u32 {
+            let items = if signed {
+                1usize << decade
+            } else {
+                1 << (decade + 1)
+            };
+            // numpy.linspace(0.1, 1, items + 1): start + k·step, the last point exactly 1.
+            let step = (1.0 - 0.1) / items as f64;
+            let point = |k: usize| {
+                if k == items {
+                    1.0
+                } else {
+                    0.1 + k as f64 * step
+                }
+            };
+            // 10^(decade − 6) as one correctly rounded division by an exact power of ten.
+            let scale = 1.0 / 10f64.powi(6 - decade as i32);
+            for k in 0..items {
+                let mean = (point(k) + point(k + 1)) / 2.0;
+                entries.push(scale * mean);
+                if signed {
+                    entries.push(-(scale * mean));
+                }
+            }
+        }
+        entries.push(0.0);
+        entries.push(1.0);
+        assert_eq!(entries.len(), CODES, "a dynamic map has 256 entries");
+        let mut values = [0.0f32; CODES];
+        for (value, entry) in values.iter_mut().zip(&entries) {
+            *value = *entry as f32;
+        }
+        values.sort_by(f32::total_cmp);
+        CodeMap::from_values(values)
+    }
+
+    fn from_values(values: [f32; CODES]) -> CodeMap {
+        let mut midpoints = [f64::INFINITY; CODES + 1];
+        for k in 0..CODES - 1 {
+            midpoints[k] = (values[k] as f64 + values[k + 1] as f64) / 2.0;
+        }
+        let zero = values
+            .iter()
+            .position(|&v| v == 0.0)
+            .expect("0 is an entry") as u8;
+        let below = |x: f64| midpoints[..CODES - 1].partition_point(|&m| m < x);
+        let mut buckets = Box::new([0u8; BUCKETS]);
+        for (bucket, count) in buckets.iter_mut().enumerate() {
+            let (low, high) = bucket_range(bucket);
+            if low.is_nan() || high.is_nan() {
+                continue; // never searched: normalized values are finite
+            }
+            let first = below(low as f64);
+            assert!(
+                below(high as f64) - first <= STEPS,
+                "a bucket spans at most {STEPS} midpoints"
+            );
+            *count = first as u8;
+        }
+        CodeMap {
+            values,
+            midpoints,
+            buckets,
+            zero,
+        }
+    }
+
+    /// The entries, sorted ascending.
+    pub fn values(&self) -> &[f32; CODES] {
+        &self.values
+    }
+
+    /// The code of the entry nearest to `x`, a normalized value (finite, within a rounding of
+    /// `[-1, 1]`); a tie goes to the lower entry.
+    #[inline(always)]
+    pub fn encode(&self, x: f32) -> u8 {
+        let first = self.buckets[(x.to_bits() >> 15) as usize];
+        let x = x as f64;
+        // The midpoints are sorted, so passing the second implies passing the first: the two
+        // comparisons are independent, not a chain.
+        let passed = (self.midpoints[first as usize] < x) as u8
+            + (self.midpoints[first as usize + 1] < x) as u8;
+        first + passed
+    }
+
+    /// The entry of `code`.
+    #[inline(always)]
+    pub fn decode(&self, code: u8) -> f32 {
+        self.values[code as usize]
+    }
+}
+
+/// The lowest and highest `f32` of `bucket` in value order (negative buckets run downwards).
+fn bucket_range(bucket: usize) -> (f32, f32) {
+    let first = f32::from_bits((bucket as u32) << 15);
+    let last = f32::from_bits(((bucket as u32) << 15) | 0x7fff);
+    if first.is_sign_negative() {
+        (last, first)
+    } else {
+        (first, last)
+    }
+}
+
+/// The signed dynamic map, built once.
+pub fn signed_map() -> &'static CodeMap {
+    static MAP: OnceLock<CodeMap> = OnceLock::new();
+    MAP.get_or_init(|| CodeMap::dynamic(true))
+}
+
+/// The unsigned dynamic map, built once.
+pub fn unsigned_map() -> &'static CodeMap {
+    static MAP: OnceLock<CodeMap> = OnceLock::new();
+    MAP.get_or_init(|| CodeMap::dynamic(false))
+}
+
+/// The map for a state whose values may be negative (`signed`) or not.
+pub fn map(signed: bool) -> &'static CodeMap {
+    if signed {
+        signed_map()
+    } else {
+        unsigned_map()
+    }
+}
+
+/// The scale of a block: the largest magnitude of `values`; NaN if any value is not finite (a
+/// block holding NaN or ±∞ decodes to NaN throughout: the state has diverged); 0 if it is below
+/// the smallest normal `f32` (1.2e-38, whose reciprocal would overflow): such a block is stored
+/// as zeros.
+#[inline(always)]
+pub fn block_absmax(values: &[f32]) -> f32 {
+    // The magnitudes' bit patterns order as the magnitudes do (∞ above every finite value, NaN
+    // above ∞), and an integer maximum vectorizes where a float one with NaN cannot.
+    let largest = values
+        .iter()
+        .fold(0u32, |largest, x| largest.max(x.to_bits() & 0x7fff_ffff));
+    if largest >= f32::INFINITY.to_bits() {
+        f32::NAN
+    } else if largest < f32::MIN_POSITIVE.to_bits() {
+        0.0
+    } else {
+        f32::from_bits(largest)
+    }
+}
+
+/// Quantizes one block of `values` into `codes` (as long), returning its scale `absmax`: each
+/// value's code is the entry nearest to `value · (1/absmax)`, with `1/absmax` rounded to `f32`
+/// once per block. A block of zeros (or of values below 1.2e-38) has scale 0 and a non-finite
+/// block scale NaN; both store the code of 0.
+#[inline(always)]
+pub fn quantize_block(map: &CodeMap, values: &[f32], codes: &mut [u8]) -> f32 {
+    let absmax = block_absmax(values);
+    let codes = &mut codes[..values.len()];
+    if absmax > 0.0 {
+        let inverse = 1.0 / absmax;
+        for (code, &x) in codes.iter_mut().zip(values) {
+            *code = map.encode(x * inverse);
+        }
+    } else {
+        codes.fill(map.zero);
+    }
+    absmax
+}
+
+/// Decodes one block: `values[i] = map[codes[i]] · absmax`.
+#[inline(always)]
+pub fn dequantize_block(map: &CodeMap, codes: &[u8], absmax: f32, values: &mut [f32]) {
+    for (value, &code) in values.iter_mut().zip(codes) {
+        *value = map.decode(code) * absmax;
+    }
+}
+
+/// Quantizes `values` block by block into `codes` and `absmax` (`values.len().div_ceil(BLOCK)`
+/// scales).
+pub fn quantize(map: &CodeMap, values: &[f32], codes: &mut [u8], absmax: &mut [f32]) {
+    for ((block, codes), scale) in values
+        .chunks(BLOCK)
+        .zip(codes.chunks_mut(BLOCK))
+        .zip(absmax.iter_mut())
+    {
+        *scale = quantize_block(map, block, codes);
+    }
+}
+
+/// Decodes `codes` and `absmax` block by block into `values`.
+pub fn dequantize(map: &CodeMap, codes: &[u8], absmax: &[f32], values: &mut [f32]) {
+    for ((block, codes), &scale) in values
+        .chunks_mut(BLOCK)
+        .zip(codes.chunks(BLOCK))
+        .zip(absmax.iter())
+    {
+        dequantize_block(map, codes, scale, block);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The nearest entry by brute force: the smallest distance, ties to the lower entry.
+    fn nearest(map: &CodeMap, x: f32) -> u8 {
+        let mut best = 0;
+        for k in 1..CODES {
+            let (d, e) = (
+                (map.values[k] as f64 - x as f64).abs(),
+                (map.values[best] as f64 - x as f64).abs(),
+            );
+            if d < e {
+                best = k;
+            }
+        }
+        best as u8
+    }
+
+    #[test]
+    fn maps_have_the_papers_shape() {
+        let signed = signed_map();
+        assert_eq!(signed.values[0], -0.99296875);
+        assert_eq!(signed.values[CODES - 1], 1.0);
+        assert_eq!(signed.values.iter().filter(|&&v| v < 0.0).count(), 127);
+        let unsigned = unsigned_map();
+        assert_eq!(unsigned.values[0], 0.0);
+        assert!(unsigned.values.windows(2).all(|w| w[0] < w[1]));
+        assert!(signed.values.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn encode_is_the_nearest_entry() {
+        for map in [signed_map(), unsigned_map()] {
+            // Every entry, every midpoint's neighbours, and a sweep of magnitudes.
+            let mut xs: Vec<f32> = map.values.to_vec();
+            for k in 0..CODES - 1 {
+                let m = map.midpoints[k] as f32;
+                xs.extend([
+                    m,
+                    f32::from_bits(m.to_bits() + 1),
+                    f32::from_bits(m.to_bits() - 1),
+                ]);
+            }
+            let mut x = 1e-9f32;
+            while x <= 1.0 {
+                xs.extend([x, -x]);
+                x *= 1.0007;
+            }
+            xs.extend([0.0, -0.0, 1.0, -1.0]);
+            for x in xs.into_iter().filter(|x| x.abs() <= 1.0) {
+                if x < 0.0 && map.values[0] >= 0.0 {
+                    assert_eq!(map.encode(x), map.zero);
+                    continue;
+                }
+                assert_eq!(map.encode(x), nearest(map, x), "x = {x:e}");
+            }
+        }
+    }
+
+    #[test]
+    fn blocks_round_trip_their_scale_and_zeros() {
+        let map = signed_map();
+        let values: Vec<f32> = (0..600).map(|i| ((i as f32) * 0.37).sin() * 3.0).collect();
+        let mut codes = vec![0u8; 600];
+        let mut absmax = vec![0.0f32; 3];
+        quantize(map, &values, &mut codes, &mut absmax);
+        let mut back = vec![0.0f32; 600];
+        dequantize(map, &codes, &absmax, &mut back);
+        for (chunk, &scale) in values.chunks(BLOCK).zip(&absmax) {
+            assert_eq!(scale, chunk.iter().fold(0.0f32, |a, x| a.max(x.abs())));
+        }
+        for (x, y) in values.iter().zip(&back) {
+            assert!((x - y).abs() <= 0.02 * 3.0, "{x} vs {y}");
+        }
+        let mut zeros = [7u8; 4];
+        assert_eq!(quantize_block(map, &[0.0; 4], &mut zeros), 0.0);
+        assert_eq!(zeros, [map.zero; 4]);
+        assert!(quantize_block(map, &[1.0, f32::NAN], &mut zeros).is_nan());
+        assert!(quantize_block(map, &[1.0, f32::INFINITY], &mut zeros).is_nan());
+    }
+}
