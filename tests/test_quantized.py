@@ -279,3 +279,141 @@ def test_quantized_state_checks_its_parts_and_round_trips() -> None:
         p2, p2.copy(), QuantizedState.zeros((3, 100), signed=True), step=1, lr=0.1, momentum=0.9
     )
     assert np.allclose(p2, 0.9)
+
+
+# -- the optimizer classes with state_bits=8 -----------------------------------------------------
+
+SHAPES = [(5000,), (100,), (64, 128), (4096,)]
+
+
+def _params(seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.standard_normal(shape).astype(np.float32) for shape in SHAPES]
+
+
+def _grads(rng: np.random.Generator) -> list[np.ndarray]:
+    return [rng.standard_normal(shape).astype(np.float32) for shape in SHAPES]
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam"])
+def test_state_bits_8_is_the_8bit_kernel_on_large_float32_tensors(name: str) -> None:
+    """Tensors of 4,096 elements or more get 8-bit state, smaller ones float32; each step is
+    the functional kernel's, bit for bit."""
+    cls = getattr(lrfast, name)
+    extra = {"momentum": 0.9} if name in ("SGD", "RMSprop") else {}
+    params, expected = _params(), _params()
+    opt = cls(params, lr=1e-2, state_bits=8, **extra)
+    reference = cls(expected[1:2], lr=1e-2, **extra)  # the small tensor, float32 state
+    spec = opt.spec
+    names = spec.needed_slots({**spec.defaults, **extra})
+    states = {
+        i: {n: QuantizedState.zeros(expected[i].shape, signed=s.signed)
+            for s in spec.slots for n in [s.name] if n in names}
+        for i in (0, 2, 3)
+    }  # fmt: skip
+    kernel = getattr(lrfast, spec.function_name)
+    rng = np.random.default_rng(1)
+    carried = None
+    for t in range(1, 5):
+        grads = _grads(rng)
+        opt.step(grads)
+        result = kernel(
+            [expected[i] for i in (0, 2, 3)], [grads[i] for i in (0, 2, 3)],
+            **{n: [states[i][n] for i in (0, 2, 3)] for n in names},
+            step=t, lr=1e-2, **extra,
+            **({"mu_product": carried} if spec.carried else {}),
+        )  # fmt: skip
+        carried = result
+        reference.step([grads[1]])
+    for i in (0, 2, 3):
+        assert np.array_equal(params[i], expected[i])
+        assert all(opt.state[i][n] == states[i][n] for n in names)
+    assert np.array_equal(params[1], expected[1])
+    assert all(isinstance(a, np.ndarray) for a in opt.state[1].values())
+
+
+def test_8bit_checkpoints_resume_bit_for_bit_and_convert_between_widths(tmp_path: Any) -> None:
+    rng = np.random.default_rng(2)
+    params = _params()
+    opt = lrfast.AdamW(params, lr=1e-2, state_bits=8)
+    for _ in range(3):
+        opt.step(_grads(rng))
+    path = tmp_path / "adamw8.npz"
+    opt.save(path)
+    resumed_params = [p.copy() for p in params]
+    resumed = lrfast.AdamW(resumed_params, lr=1e-2, state_bits=8)
+    resumed.load(path)
+    tail = [_grads(rng) for _ in range(3)]
+    for grads in tail:
+        opt.step(grads)
+        resumed.step(grads)
+    assert all(np.array_equal(a, b) for a, b in zip(params, resumed_params))
+    assert all(a[k] == b[k] if isinstance(a[k], QuantizedState) else np.array_equal(a[k], b[k])
+               for a, b in zip(opt.state, resumed.state) for k in a)  # fmt: skip
+    # An 8-bit checkpoint into a 32-bit optimizer is decoded; a 32-bit one into 8-bit, encoded.
+    wide = lrfast.AdamW([p.copy() for p in params], lr=1e-2)
+    wide.load(path)
+    assert isinstance(wide.state[0]["exp_avg"], np.ndarray)
+    saved = lrfast.AdamW([p.copy() for p in params], lr=1e-2, state_bits=8)
+    saved.load(path)
+    assert np.array_equal(wide.state[0]["exp_avg"], saved.state[0]["exp_avg"].dequantize())
+    narrow = lrfast.AdamW([p.copy() for p in params], lr=1e-2, state_bits=8)
+    narrow.load_state_dict(wide.state_dict())
+    # Encoding decoded values again moves a value by at most one entry (not always none: the
+    # signed map has no -1, so a block whose largest magnitude is negative shrinks its scale).
+    again, first = narrow.state[0]["exp_avg"], saved.state[0]["exp_avg"]
+    scale = np.repeat(first.absmax, BLOCK)[: first.size]
+    assert np.all(np.abs(again.dequantize() - first.dequantize()) <= 0.015 * scale)
+
+
+def test_8bit_state_dicts_and_checkpoints_that_do_not_fit_are_refused_whole(tmp_path: Any) -> None:
+    rng = np.random.default_rng(3)
+    params = _params()
+    opt = lrfast.Adam(params, lr=1e-2, state_bits=8)
+    opt.step(_grads(rng))
+    before = opt.state_dict()
+    bad = opt.state_dict()
+    bad["state"][2]["exp_avg_sq"] = QuantizedState.zeros(SHAPES[2], signed=True)
+    with pytest.raises(ValueError, match=r"\['state'\]\[2\]\['exp_avg_sq'\] is a signed 8-bit"):
+        opt.load_state_dict(bad)
+    bad = opt.state_dict()
+    bad["state"][0]["exp_avg"] = QuantizedState.zeros((4999,), signed=True)
+    with pytest.raises(ValueError, match=r"of shape \(4999,\); it must be signed of shape"):
+        opt.load_state_dict(bad)
+    path = tmp_path / "broken.npz"
+    opt.save(path)
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    arrays["state/3/exp_avg/absmax"] = np.zeros(3, np.float32)
+    np.savez(path, **arrays)
+    with pytest.raises(ValueError, match=r"state/3 is not readable: absmax must be float32"):
+        opt.load(path)
+    after = opt.state_dict()
+    for a, b in zip(before["state"], after["state"]):
+        assert all(a[k] == b[k] if isinstance(a[k], QuantizedState) else np.array_equal(a[k], b[k])
+                   for k in a)  # fmt: skip
+    with pytest.raises(ValueError, match="state_bits must be 32 or 8"):
+        lrfast.Adam(params, state_bits=4)
+    with pytest.raises(ValueError, match="state_bits=8: grad_avg cannot be stored in 8 bits"):
+        lrfast.RMSprop(params, centered=True, state_bits=8)
+
+
+def test_8bit_adam_converges_like_float32_adam_on_a_noisy_quadratic() -> None:
+    """8,192 independent weights, curvatures over two decades, noisy gradients, 1,000 steps:
+    both widths cut the loss by more than 1,000x, 8-bit ending within 2x of float32's loss
+    (measured: 2.9e-4 against 1.7e-4, from 1.1)."""
+    rng = np.random.default_rng(4)
+    curvature = (10.0 ** rng.uniform(-1, 1, 8192)).astype(np.float32)
+    target = rng.standard_normal(8192).astype(np.float32)
+    start = float(np.mean(curvature * target**2) / 2)
+    final = {}
+    for bits in (32, 8):
+        w = np.zeros(8192, np.float32)
+        opt = lrfast.Adam([w], lr=1e-2, state_bits=bits)
+        noise = np.random.default_rng(5)
+        for _ in range(1000):
+            g = curvature * (w - target) + 0.1 * noise.standard_normal(8192)
+            opt.step([g.astype(np.float32)])
+        final[bits] = float(np.mean(curvature * (w - target) ** 2) / 2)
+    assert final[32] < start / 1000 and final[8] < start / 1000, (start, final)
+    assert final[8] <= 2 * final[32], final

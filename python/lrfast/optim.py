@@ -23,6 +23,7 @@ import numpy as np
 from . import _lrfast, kernels, specs
 from ._lrfast import grad_norm
 from .checks import real_number
+from .quantized import QuantizedState
 from .schedules import Constant, Product, Schedule, from_dict
 from .specs import OptimizerSpec
 
@@ -44,6 +45,8 @@ __all__ = [
 Params = Union[np.ndarray, Sequence[np.ndarray]]
 # An array, a list of arrays, or a list of parameter groups: {"params": ..., hyperparameters}.
 ParamsOrGroups = Union[np.ndarray, Sequence[np.ndarray], Sequence[dict[str, Any]]]
+# One state of one parameter: an array, or its 8-bit form.
+State = Union[np.ndarray, QuantizedState]
 LearningRate = Union[float, Schedule]
 
 
@@ -68,6 +71,12 @@ def is_low_precision(dtype: Any) -> bool:
     update in mixed precision, with float32 state and an optional float32 master copy."""
     resolved = np.dtype(dtype)
     return bool(resolved == np.float16 or (resolved.name == "bfloat16" and resolved.itemsize == 2))
+
+
+MIN_8BIT_SIZE = 4096
+"""With ``state_bits=8``, parameters smaller than this keep float32 state: the saving would be
+a few kilobytes, and each 8-bit tensor costs a block scale and a kernel pass of its own
+(bitsandbytes' rule)."""
 
 
 def _state_dtype(param: np.ndarray) -> np.dtype[Any]:
@@ -223,7 +232,14 @@ class Optimizer:
         grad_norm_type: float = 2.0,
         cycle_momentum: bool = False,
         master_weights: bool = False,
+        state_bits: int = 32,
     ) -> None:
+        if isinstance(state_bits, bool) or state_bits not in (8, 32):
+            raise ValueError(f"state_bits must be 32 or 8, got {state_bits!r}")
+        self.state_bits = int(state_bits)
+        """32, or 8: the state of float32 parameters of at least :data:`MIN_8BIT_SIZE`
+        elements is then :class:`lrfast.QuantizedState` (block-wise 8-bit, a quarter of the
+        memory); other parameters keep their usual state."""
         if max_grad_norm is not None:
             max_grad_norm = real_number(max_grad_norm, "max_grad_norm")
             if not (math.isfinite(max_grad_norm) and max_grad_norm >= 0):
@@ -244,7 +260,7 @@ class Optimizer:
         self.step_count = 0
         """How many steps this optimizer has taken."""
         self.param_groups: list[dict[str, Any]] = []
-        self.state: list[dict[str, np.ndarray]] = []
+        self.state: list[dict[str, State]] = []
         self._counters: list[_GroupCounters] = []
         # Per group: the hyperparameter values last checked, so a step re-checks only a group
         # whose values changed (a scheduler writing param_groups[i]["lr"]).
@@ -409,10 +425,18 @@ class Optimizer:
         """The state arrays the kernel needs under ``group``'s hyperparameters."""
         return self.spec.needed_slots(group)
 
-    def _initial_state(self, name: str, param: np.ndarray, group: dict[str, Any]) -> np.ndarray:
+    def _initial_state(self, name: str, param: np.ndarray, group: dict[str, Any]) -> State:
         slot = next((s for s in self.spec.slots if s.name == name), None)
         fill = 0.0 if slot is None or slot.initial is None else float(group[slot.initial])
+        if slot is not None and self._quantizes(param):
+            if fill == 0.0:
+                return QuantizedState.zeros(param.shape, signed=slot.signed)
+            return QuantizedState.from_array(np.full(param.shape, fill), signed=slot.signed)
         return state_like(param, self._state_names(group).index(name), fill)
+
+    def _quantizes(self, param: np.ndarray) -> bool:
+        """Whether ``param``'s state is 8-bit."""
+        return self.state_bits == 8 and param.dtype == np.float32 and param.size >= MIN_8BIT_SIZE
 
     def _has_master(self, param: np.ndarray) -> bool:
         return self.master_weights and is_low_precision(param.dtype)
@@ -448,6 +472,13 @@ class Optimizer:
         check_hyperparameters(self.spec, group)
         if self.cycle_momentum:
             self._check_cycle_momentum(group)
+        if self.state_bits == 8:
+            for slot in self.spec.slots:
+                if slot.full_precision and slot.name in self._state_names(group):
+                    raise ValueError(
+                        f"state_bits=8: {slot.name} cannot be stored in 8 bits: "
+                        f"{slot.full_precision}"
+                    )
 
     def _check_cycle_momentum(self, group: dict[str, Any]) -> None:
         name = self.spec.momentum
@@ -504,7 +535,10 @@ class Optimizer:
         # gradient sharing memory with an array the update writes.
         written = [(f"params[{i}]", p) for i, p in enumerate(params)]
         written += [
-            (f"state[{i}][{name!r}]", a) for i, s in enumerate(self.state) for name, a in s.items()
+            (f"state[{i}][{name!r}]{part}", array)
+            for i, s in enumerate(self.state)
+            for name, a in s.items()
+            for part, array in _state_arrays(a)
         ]
         _check_disjoint([(f"grads[{i}]", g) for i, g in enumerate(grads)], written)
         return grads
@@ -549,8 +583,9 @@ class Optimizer:
             kwargs = self._kernel_kwargs(g, step)
             names = self._state_names(self.param_groups[g])
             result = None
-            # One kernel call per dtype updates all its parameters at once, spread over threads.
-            for same_dtype in _by_dtype(params, indices):
+            # One kernel call per dtype (and 8-bit or not) updates all its parameters at once,
+            # spread over threads.
+            for same_dtype in _by_dtype(params, indices, self._quantizes):
                 if self._has_master(params[same_dtype[0]]):
                     kwargs["master"] = [self.state[i]["master"] for i in same_dtype]
                 else:
@@ -637,8 +672,9 @@ class Optimizer:
                         s[name] = self._initial_state(name, p, group)
                 if self._has_master(p) and "master" not in s:
                     # The float32 master copy starts as the parameter, widened exactly.
-                    s["master"] = state_like(p, len(names))
-                    np.copyto(s["master"], p)
+                    master = state_like(p, len(names))
+                    np.copyto(master, p)
+                    s["master"] = master
 
     # -- checkpoints -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -787,9 +823,24 @@ class Optimizer:
                     raise ValueError(
                         f"{where}['master'] is only for 16-bit parameters with master_weights"
                     )
+                if isinstance(value, QuantizedState) and key != "master":
+                    signed = next(slot.signed for slot in self.spec.slots if slot.name == key)
+                    if value.shape != p.shape or value.signed != signed:
+                        raise ValueError(
+                            f"{where}[{key!r}] is a {'signed' if value.signed else 'unsigned'} "
+                            f"8-bit state of shape {value.shape}; it must be "
+                            f"{'signed' if signed else 'unsigned'} of shape {p.shape}"
+                        )
+                    if p.dtype != np.float32:
+                        raise ValueError(
+                            f"{where}[{key!r}] is 8-bit, but parameter {i} is {p.dtype}: "
+                            "8-bit state is for float32 parameters"
+                        )
+                    continue
                 if not isinstance(value, np.ndarray):
                     raise TypeError(
-                        f"{where}[{key!r}] must be a numpy.ndarray, got {type(value).__name__}"
+                        f"{where}[{key!r}] must be a numpy.ndarray or an lrfast.QuantizedState, "
+                        f"got {type(value).__name__}"
                     )
                 if value.shape != p.shape or value.dtype != _state_dtype(p):
                     raise ValueError(
@@ -798,8 +849,18 @@ class Optimizer:
                     )
 
     def _copy_state(
-        self, name: str, param: np.ndarray, value: np.ndarray, group: dict[str, Any]
-    ) -> np.ndarray:
+        self, name: str, param: np.ndarray, value: State, group: dict[str, Any]
+    ) -> State:
+        """A copy of a checked state for ``param``, 8-bit if this optimizer keeps it so: a
+        float32 state loaded into an 8-bit optimizer is quantized, an 8-bit one loaded into a
+        32-bit optimizer decoded."""
+        if name != "master" and self._quantizes(param):
+            if isinstance(value, QuantizedState):
+                return value.copy()
+            signed = next(slot.signed for slot in self.spec.slots if slot.name == name)
+            return QuantizedState.from_array(value, signed=signed)
+        if isinstance(value, QuantizedState):
+            value = value.dequantize()
         names = self._state_names(group)
         out = state_like(param, names.index(name) if name in names else 0)
         np.copyto(out, value)
@@ -829,10 +890,17 @@ class Optimizer:
             for group in sd["param_groups"]
         ]
         meta["state_names"] = [sorted(s) for s in sd["state"]]
-        arrays = {
-            f"state/{i}/{name}": value
+        # 8-bit states: their codes and scales as two arrays, their map here.
+        meta["quantized"] = [
+            {name: value.signed for name, value in s.items() if isinstance(value, QuantizedState)}
+            for s in sd["state"]
+        ]
+        # np.savez's keyword arguments are the arrays (its stubs name only allow_pickle).
+        arrays: dict[str, Any] = {
+            f"state/{i}/{name}{part}": array
             for i, s in enumerate(sd["state"])
             for name, value in s.items()
+            for part, array in _state_arrays(value, "/")
         }
         _write_atomically(
             path, lambda f: np.savez(f, __meta__=np.array(json.dumps(meta)), **arrays)
@@ -858,7 +926,7 @@ class Optimizer:
                 meta = json.loads(str(data["__meta__"]))
             except (ValueError, RecursionError) as e:
                 raise ValueError(f"the checkpoint's metadata is not valid: {e}") from None
-            groups, names = _checkpoint_layout(meta)
+            groups, names, quantized = _checkpoint_layout(meta)
             for g, group in enumerate(groups):
                 if isinstance(group.get("lr"), dict):
                     try:
@@ -869,15 +937,27 @@ class Optimizer:
                         ) from None
             state = []
             for i, entry in enumerate(names):
-                keys = [f"state/{i}/{name}" for name in entry]
+                eight_bit = quantized[i] if i < len(quantized) else {}
+                parts = {
+                    name: ["/codes", "/absmax"] if name in eight_bit else [""] for name in entry
+                }
+                keys = [f"state/{i}/{name}{part}" for name in entry for part in parts[name]]
                 missing = [key for key in keys if key not in data.files]
                 if missing:
                     raise ValueError(f"the checkpoint has no array {missing[0]!r}")
                 try:
-                    state.append({name: data[key] for name, key in zip(entry, keys)})
-                except (ValueError, EOFError, OSError, zipfile.BadZipFile) as e:
+                    loaded: dict[str, State] = {}
+                    for name in entry:
+                        if name in eight_bit:
+                            codes, absmax = (data[f"state/{i}/{name}{p}"] for p in parts[name])
+                            loaded[name] = QuantizedState(codes, absmax, eight_bit[name])
+                        else:
+                            loaded[name] = data[f"state/{i}/{name}"]
+                    state.append(loaded)
+                except (TypeError, ValueError, EOFError, OSError, zipfile.BadZipFile) as e:
                     raise ValueError(f"the checkpoint's state/{i} is not readable: {e}") from None
         del meta["state_names"]
+        meta.pop("quantized", None)
         self.load_state_dict({**meta, "state": state})
 
     def __repr__(self) -> str:
@@ -909,9 +989,13 @@ def check_hyperparameters(spec: OptimizerSpec, values: dict[str, Any]) -> None:
     kernel(empty, empty, **states, step=1, **kwargs)
 
 
-def _checkpoint_layout(meta: Any) -> tuple[list[dict[str, Any]], list[list[str]]]:
-    """The groups and the state names of a checkpoint's metadata, checked for the shape
-    :meth:`Optimizer.load` reads (the values are :meth:`Optimizer.load_state_dict`'s to check)."""
+def _checkpoint_layout(
+    meta: Any,
+) -> tuple[list[dict[str, Any]], list[list[str]], list[dict[str, bool]]]:
+    """The groups, the state names and the 8-bit states' maps (per parameter, ``{name:
+    signed}``; absent in checkpoints without 8-bit state) of a checkpoint's metadata, checked
+    for the shape :meth:`Optimizer.load` reads (the values are
+    :meth:`Optimizer.load_state_dict`'s to check)."""
     if not isinstance(meta, dict):
         raise ValueError("the checkpoint's metadata must be a JSON object")
     groups, names = meta.get("param_groups"), meta.get("state_names")
@@ -921,15 +1005,34 @@ def _checkpoint_layout(meta: Any) -> tuple[list[dict[str, Any]], list[list[str]]
         isinstance(entry, list) and all(isinstance(n, str) for n in entry) for entry in names
     ):
         raise ValueError("the checkpoint's state_names must be a list of lists of names")
-    return groups, names
+    quantized = meta.get("quantized", [])
+    if not isinstance(quantized, list) or not all(
+        isinstance(entry, dict) and all(isinstance(v, bool) for v in entry.values())
+        for entry in quantized
+    ):
+        raise ValueError("the checkpoint's quantized must be a list of {name: signed} objects")
+    return groups, names, quantized
 
 
-def _by_dtype(arrays: list[np.ndarray], indices: range) -> list[list[int]]:
-    """``indices`` split by the dtype of ``arrays[i]``, in order of first appearance."""
-    split: dict[np.dtype[Any], list[int]] = {}
+def _by_dtype(
+    arrays: list[np.ndarray],
+    indices: range,
+    quantized: Callable[[np.ndarray], bool] = lambda array: False,
+) -> list[list[int]]:
+    """``indices`` split by the dtype of ``arrays[i]`` (and by whether ``quantized`` says its
+    state is 8-bit), in order of first appearance."""
+    split: dict[tuple[np.dtype[Any], bool], list[int]] = {}
     for i in indices:
-        split.setdefault(arrays[i].dtype, []).append(i)
+        split.setdefault((arrays[i].dtype, quantized(arrays[i])), []).append(i)
     return list(split.values())
+
+
+def _state_arrays(state: State, separator: str = ".") -> list[tuple[str, np.ndarray]]:
+    """The arrays a state holds, with the suffix naming each: itself (``""``), or an 8-bit
+    state's ``codes`` and ``absmax``."""
+    if isinstance(state, QuantizedState):
+        return [(f"{separator}codes", state.codes), (f"{separator}absmax", state.absmax)]
+    return [("", state)]
 
 
 def _normalized(hyperparameters: dict[str, Any]) -> dict[str, Any]:
@@ -974,6 +1077,7 @@ def _constructor(spec: OptimizerSpec) -> Callable[..., None]:
         "grad_norm_type: float = 2.0",
         "cycle_momentum: bool = False",
         "master_weights: bool = False",
+        "state_bits: int = 32",
     ]
     names = ", ".join(f"{h.name!r}: {h.name}" for h in spec.hyperparameters)
     source = (
@@ -981,7 +1085,7 @@ def _constructor(spec: OptimizerSpec) -> Callable[..., None]:
         f"def __init__({', '.join(arguments)}) -> None:\n"
         f"    Optimizer.__init__(self, params, {{{names}}}, max_grad_norm=max_grad_norm,\n"
         "        grad_norm_type=grad_norm_type, cycle_momentum=cycle_momentum,\n"
-        "        master_weights=master_weights)\n"
+        "        master_weights=master_weights, state_bits=state_bits)\n"
     )
     namespace: dict[str, Any] = {"Optimizer": Optimizer}
     exec(compile(source, f"<lrfast.{spec.torch_name}.__init__>", "exec"), namespace)
@@ -1010,6 +1114,8 @@ def _class_doc(spec: OptimizerSpec) -> str:
         "    grad_norm_type: the norm's order for ``max_grad_norm``.",
         "    cycle_momentum: drive the momentum from a cycling ``lr`` schedule.",
         "    master_weights: keep float32 master copies of float16/bfloat16 parameters.",
+        "    state_bits: 32, or 8 for block-wise 8-bit state (``lrfast.QuantizedState``) of",
+        f"        float32 parameters of at least {MIN_8BIT_SIZE} elements (a quarter the memory).",
     ]
     return "\n".join(lines)
 

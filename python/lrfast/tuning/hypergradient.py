@@ -21,7 +21,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Collection, Sequence
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar, Union, cast
 
 import numpy as np
 
@@ -293,6 +293,11 @@ class _HypergradientOptimizer(Optimizer):
     def _hd_step(self, grads: list[np.ndarray], step: int) -> float:
         raise NotImplementedError
 
+    def _arrays(self, name: str) -> list[np.ndarray]:
+        """State ``name`` of every parameter (always float arrays: these optimizers keep
+        32-bit state)."""
+        return [cast(np.ndarray, s[name]) for s in self.state]
+
     def _step(self, grads: Params) -> None:
         if self.max_grad_norm is not None:
             raise ValueError("max_grad_norm is not supported with hypergradient optimizers")
@@ -338,7 +343,7 @@ class SGDHD(_HypergradientOptimizer):
 
     def _hd_step(self, grads: list[np.ndarray], step: int) -> float:
         return sgd_hd_step(
-            self.params, grads, [s["direction"] for s in self.state], step=step,
+            self.params, grads, self._arrays("direction"), step=step,
             lr=self.current_lr, **self._hyperparameters(),
         )  # fmt: skip
 
@@ -376,7 +381,7 @@ class AdamHD(_HypergradientOptimizer):
 
     def _hd_step(self, grads: list[np.ndarray], step: int) -> float:
         return adam_hd_step(
-            self.params, grads, [s["exp_avg"] for s in self.state],
-            [s["exp_avg_sq"] for s in self.state], step=step, lr=self.current_lr,
+            self.params, grads, self._arrays("exp_avg"), self._arrays("exp_avg_sq"), step=step,
+            lr=self.current_lr,
             **self._hyperparameters(),
         )  # fmt: skip
