@@ -42,6 +42,9 @@ pub struct CodeMap {
     buckets: Box<[u8; BUCKETS]>,
     /// The index of the entry `0.0`.
     zero: u8,
+    /// The smallest code a positive value may get: 1 (the smallest positive entry) in the
+    /// unsigned map, 0 (no floor) in the signed one. See [`CodeMap::encode`].
+    positive_floor: u8,
 }
 
 impl CodeMap {
@@ -84,7 +87,11 @@ impl CodeMap {
             *value = *entry as f32;
         }
         values.sort_by(f32::total_cmp);
-        CodeMap::from_values(values)
+        let mut map = CodeMap::from_values(values);
+        if !signed {
+            map.positive_floor = map.zero + 1;
+        }
+        map
     }
 
     fn from_values(values: [f32; CODES]) -> CodeMap {
@@ -115,6 +122,7 @@ impl CodeMap {
             midpoints,
             buckets,
             zero,
+            positive_floor: 0,
         }
     }
 
@@ -124,7 +132,11 @@ impl CodeMap {
     }
 
     /// The code of the entry nearest to `x`, a normalized value (finite, within a rounding of
-    /// `[-1, 1]`); a tie goes to the lower entry.
+    /// `[-1, 1]`); a tie goes to the lower entry. In the unsigned map a positive value never
+    /// becomes 0: it gets at least the smallest positive entry. The unsigned map holds second
+    /// moments, which an update divides by; one rounded to 0 under a first moment that is not
+    /// (an input that was active in earlier batches and is zero in this one, in a block whose
+    /// other values are 10^7 times larger) would turn a step of `lr` into `lr · m / eps`.
     #[inline(always)]
     pub fn encode(&self, x: f32) -> u8 {
         let first = self.buckets[(x.to_bits() >> 15) as usize];
@@ -133,7 +145,7 @@ impl CodeMap {
         // comparisons are independent, not a chain.
         let passed = (self.midpoints[first as usize] < x) as u8
             + (self.midpoints[first as usize + 1] < x) as u8;
-        first + passed
+        (first + passed).max(self.positive_floor * (x > 0.0) as u8)
     }
 
     /// The entry of `code`.
@@ -273,6 +285,10 @@ mod tests {
         let unsigned = unsigned_map();
         assert_eq!(unsigned.values[0], 0.0);
         assert!(unsigned.values.windows(2).all(|w| w[0] < w[1]));
+        assert_eq!((signed.positive_floor, unsigned.positive_floor), (0, 1));
+        assert_eq!(unsigned.encode(1e-30), 1);
+        assert_eq!(unsigned.encode(0.0), 0);
+        assert_eq!(signed.encode(1e-30), signed.zero);
         assert!(signed.values.windows(2).all(|w| w[0] < w[1]));
     }
 
@@ -300,7 +316,12 @@ mod tests {
                     assert_eq!(map.encode(x), map.zero);
                     continue;
                 }
-                assert_eq!(map.encode(x), nearest(map, x), "x = {x:e}");
+                let expected = if x > 0.0 {
+                    nearest(map, x).max(map.positive_floor)
+                } else {
+                    nearest(map, x)
+                };
+                assert_eq!(map.encode(x), expected, "x = {x:e}");
             }
         }
     }

@@ -417,3 +417,23 @@ def test_8bit_adam_converges_like_float32_adam_on_a_noisy_quadratic() -> None:
         final[bits] = float(np.mean(curvature * (w - target) ** 2) / 2)
     assert final[32] < start / 1000 and final[8] < start / 1000, (start, final)
     assert final[8] <= 2 * final[32], final
+
+
+def test_a_positive_second_moment_is_never_stored_as_zero() -> None:
+    """In a block where one gradient is 10^7 times the others, the small second moments round
+    to the smallest positive entry, not to 0; when those inputs then fall silent (gradient 0),
+    Adam's steps stay of the order of lr instead of lr·m/eps (what the demo's digits hit)."""
+    state = QuantizedState.from_array(np.array([1.0, 1e-12, 0.0], np.float32), signed=False)
+    decoded = state.dequantize()
+    assert decoded[1] > 0 and decoded[2] == 0
+    p = np.zeros(4096, np.float32)
+    m = QuantizedState.zeros(p.shape, signed=True)
+    v = QuantizedState.zeros(p.shape, signed=False)
+    loud = np.zeros(4096, np.float32)
+    loud[::256] = 1e4  # one loud input per block
+    quiet = np.where(loud > 0, loud, 1e-3).astype(np.float32)
+    for t in range(1, 21):
+        g = quiet if t <= 10 else loud
+        before = p.copy()
+        lrfast.adam_step(p, g, m, v, step=t, lr=1e-3)
+        assert np.abs(p - before).max() <= 10 * 1e-3, t

@@ -8,9 +8,13 @@ A :class:`QuantizedState` holds one state array (Adam's ``exp_avg``, SGD's ``mom
 scale NaN (it decodes to NaN: the state has diverged); one whose largest magnitude is below
 1.2e-38 is stored as zeros. The map is the paper's dynamic map, signed for states that change
 sign and unsigned (twice the precision) for states that never do;
-``lrfast.spec(name).slots[i].signed`` says which a slot needs. Tensors of any size may be
-8-bit; the optimizer classes keep float32 state for tensors under 4,096 elements, where the
-saving is a few kilobytes (bitsandbytes' rule).
+``lrfast.spec(name).slots[i].signed`` says which a slot needs. One rule departs from plain
+nearest rounding: in the unsigned map a positive value is never stored as 0 but as the smallest
+positive entry (3.25e-7 of its block's scale). Updates divide by second moments; one rounded
+to 0 under a first moment that is not (an input seen in earlier batches and absent from this
+one) would make a step of ``lr · m / eps``, and did, on the demo's digits, without this rule.
+Tensors of any size may be 8-bit; the optimizer classes keep float32 state for tensors under
+4,096 elements, where the saving is a few kilobytes (bitsandbytes' rule).
 
 Every kernel takes QuantizedState objects in place of its state arrays, for float32
 parameters: each block is decoded in registers, updated by the float32 rule, re-encoded with

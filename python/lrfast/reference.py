@@ -360,7 +360,8 @@ def quantize_blocks(values: np.ndarray, signed: bool) -> tuple[np.ndarray, np.nd
     float32's smallest normal number, 1.2e-38; either block stores the code of 0, as a block of
     zeros does). Each value's code is the index of the
     entry nearest to ``value · (1/absmax)`` (``1/absmax`` rounded to float32; a tie goes to the
-    lower entry): the number of midpoints between entries, taken in float64, below it."""
+    lower entry): the number of midpoints between entries, taken in float64, below it. In the
+    unsigned map a positive value gets at least the smallest positive entry, never 0."""
     entries = dynamic_map(signed)
     midpoints = (entries[:-1].astype(np.float64) + entries[1:].astype(np.float64)) / 2
     zero = int(np.flatnonzero(entries == 0.0)[0])
@@ -374,6 +375,10 @@ def quantize_blocks(values: np.ndarray, signed: bool) -> tuple[np.ndarray, np.nd
     inverse[usable] = np.float32(1) / absmax[usable]
     normalized = blocks * inverse[:, None]
     codes = np.searchsorted(midpoints, normalized.astype(np.float64), side="left")
+    if not signed:
+        # A positive second moment never becomes 0 (the update divides by it): it gets at
+        # least the smallest positive entry.
+        codes[(codes == zero) & (normalized > 0)] = zero + 1
     codes[~usable] = zero
     flat_codes = codes.astype(np.uint8).ravel()[: np.size(values)]
     return flat_codes.reshape(np.shape(values)), absmax.astype(np.float32)
