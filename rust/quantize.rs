@@ -37,9 +37,13 @@ pub struct CodeMap {
     /// nearest to `x` is the number of midpoints below `x` (a tie goes to the lower entry). Padded
     /// with `+∞` so that the lookups past a bucket's first midpoint stay in bounds.
     midpoints: [f64; CODES + 1],
+    /// The midpoints rounded down to `f32`, for the vector search: for an `f32` `x`,
+    /// `x > midpoints32[k]` exactly when `x > midpoints[k]` (no `f32` lies strictly between a
+    /// number and its rounding down).
+    midpoints32: [f32; CODES + 1],
     /// For each bucket of `f32` values (its top 17 bits), the number of midpoints below its
-    /// lowest value.
-    buckets: Box<[u8; BUCKETS]>,
+    /// lowest value; 3 bytes of padding let the vector search read each entry as 4 bytes.
+    buckets: Box<[u8; BUCKETS + 3]>,
     /// The index of the entry `0.0`.
     zero: u8,
     /// The smallest code a positive value may get: 1 (the smallest positive entry) in the
@@ -104,8 +108,9 @@ impl CodeMap {
             .position(|&v| v == 0.0)
             .expect("0 is an entry") as u8;
         let below = |x: f64| midpoints[..CODES - 1].partition_point(|&m| m < x);
-        let mut buckets = Box::new([0u8; BUCKETS]);
-        for (bucket, count) in buckets.iter_mut().enumerate() {
+        let midpoints32 = midpoints.map(round_down);
+        let mut buckets = Box::new([0u8; BUCKETS + 3]);
+        for (bucket, count) in buckets[..BUCKETS].iter_mut().enumerate() {
             let (low, high) = bucket_range(bucket);
             if low.is_nan() || high.is_nan() {
                 continue; // never searched: normalized values are finite
@@ -120,6 +125,7 @@ impl CodeMap {
         CodeMap {
             values,
             midpoints,
+            midpoints32,
             buckets,
             zero,
             positive_floor: 0,
@@ -163,6 +169,20 @@ fn bucket_range(bucket: usize) -> (f32, f32) {
         (last, first)
     } else {
         (first, last)
+    }
+}
+
+/// The largest `f32` not above `x` (`+∞` stays `+∞`).
+fn round_down(x: f64) -> f32 {
+    let nearest = x as f32;
+    if nearest as f64 <= x {
+        nearest
+    } else if nearest > 0.0 {
+        f32::from_bits(nearest.to_bits() - 1)
+    } else if nearest == 0.0 {
+        -f32::from_bits(1)
+    } else {
+        f32::from_bits(nearest.to_bits() + 1)
     }
 }
 
@@ -217,7 +237,8 @@ pub fn quantize_block(map: &CodeMap, values: &[f32], codes: &mut [u8]) -> f32 {
     let codes = &mut codes[..values.len()];
     if absmax > 0.0 {
         let inverse = 1.0 / absmax;
-        for (code, &x) in codes.iter_mut().zip(values) {
+        let done = vector::encode(map, values, codes, inverse);
+        for (code, &x) in codes[done..].iter_mut().zip(&values[done..]) {
             *code = map.encode(x * inverse);
         }
     } else {
@@ -229,8 +250,128 @@ pub fn quantize_block(map: &CodeMap, values: &[f32], codes: &mut [u8]) -> f32 {
 /// Decodes one block: `values[i] = map[codes[i]] · absmax`.
 #[inline(always)]
 pub fn dequantize_block(map: &CodeMap, codes: &[u8], absmax: f32, values: &mut [f32]) {
-    for (value, &code) in values.iter_mut().zip(codes) {
+    let done = vector::decode(map, codes, absmax, values);
+    for (value, &code) in values[done..].iter_mut().zip(&codes[done..]) {
         *value = map.decode(code) * absmax;
+    }
+}
+
+/// The table lookups of encoding and decoding as AVX-512 gathers, 16 values at a time, where
+/// the active SIMD level is AVX-512 (the compiler does not vectorize them). The arithmetic and
+/// comparisons are the scalar code's, so the codes and values are the same bits. Each function
+/// returns how many leading elements it did (a multiple of 16); the caller does the rest.
+mod vector {
+    use super::CodeMap;
+    #[cfg(target_arch = "x86_64")]
+    use crate::simd::{active, SimdLevel};
+
+    #[inline(always)]
+    pub(super) fn encode(map: &CodeMap, values: &[f32], codes: &mut [u8], inverse: f32) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        if active() == SimdLevel::Avx512 {
+            // SAFETY: the active level never exceeds what the CPU supports.
+            return unsafe { avx512::encode(map, values, codes, inverse) };
+        }
+        let _ = (map, values, codes, inverse);
+        0
+    }
+
+    #[inline(always)]
+    pub(super) fn decode(map: &CodeMap, codes: &[u8], absmax: f32, values: &mut [f32]) -> usize {
+        #[cfg(target_arch = "x86_64")]
+        if active() == SimdLevel::Avx512 {
+            // SAFETY: as above.
+            return unsafe { avx512::decode(map, codes, absmax, values) };
+        }
+        let _ = (map, codes, absmax, values);
+        0
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    mod avx512 {
+        use super::super::CodeMap;
+        use std::arch::x86_64::*;
+
+        /// # Safety
+        /// The CPU must support AVX-512F.
+        #[target_feature(enable = "avx512f")]
+        pub(super) unsafe fn encode(
+            map: &CodeMap,
+            values: &[f32],
+            codes: &mut [u8],
+            inverse: f32,
+        ) -> usize {
+            let n = values.len().min(codes.len()) / 16 * 16;
+            let scale = _mm512_set1_ps(inverse);
+            let (one, low_byte) = (_mm512_set1_epi32(1), _mm512_set1_epi32(0xff));
+            let floor = _mm512_set1_epi32(map.positive_floor as i32);
+            let buckets = map.buckets.as_ptr() as *const i32;
+            let midpoints = map.midpoints32.as_ptr();
+            for i in (0..n).step_by(16) {
+                // SAFETY: i + 16 <= n <= values.len().
+                let x = _mm512_mul_ps(unsafe { _mm512_loadu_ps(values.as_ptr().add(i)) }, scale);
+                let bucket = _mm512_srli_epi32::<15>(_mm512_castps_si512(x));
+                // SAFETY: a bucket is below 2^17 and the table has 3 bytes after its last one,
+                // so each 4-byte read at a bucket's byte offset is inside the table.
+                let first = unsafe { _mm512_i32gather_epi32::<1>(bucket, buckets) };
+                let first = _mm512_and_si512(first, low_byte);
+                let next = _mm512_add_epi32(first, one);
+                // SAFETY: first <= 255, so first and first + 1 index the 257 midpoints.
+                let (below, above) = unsafe {
+                    (
+                        _mm512_i32gather_ps::<4>(first, midpoints),
+                        _mm512_i32gather_ps::<4>(next, midpoints),
+                    )
+                };
+                let code = _mm512_mask_add_epi32(
+                    first,
+                    _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, below),
+                    first,
+                    one,
+                );
+                let code = _mm512_mask_add_epi32(
+                    code,
+                    _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, above),
+                    code,
+                    one,
+                );
+                let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, _mm512_setzero_ps());
+                let code = _mm512_mask_max_epu32(code, positive, code, floor);
+                // SAFETY: i + 16 <= n <= codes.len().
+                unsafe {
+                    _mm_storeu_si128(
+                        codes.as_mut_ptr().add(i) as *mut __m128i,
+                        _mm512_cvtepi32_epi8(code),
+                    )
+                };
+            }
+            n
+        }
+
+        /// # Safety
+        /// The CPU must support AVX-512F.
+        #[target_feature(enable = "avx512f")]
+        pub(super) unsafe fn decode(
+            map: &CodeMap,
+            codes: &[u8],
+            absmax: f32,
+            values: &mut [f32],
+        ) -> usize {
+            let n = values.len().min(codes.len()) / 16 * 16;
+            let scale = _mm512_set1_ps(absmax);
+            for i in (0..n).step_by(16) {
+                // SAFETY: i + 16 <= n <= codes.len(); a code indexes the 256 entries.
+                let entries = unsafe {
+                    let code = _mm_loadu_si128(codes.as_ptr().add(i) as *const __m128i);
+                    _mm512_i32gather_ps::<4>(_mm512_cvtepu8_epi32(code), map.values.as_ptr())
+                };
+                // SAFETY: i + 16 <= n <= values.len().
+                unsafe {
+                    _mm512_storeu_ps(values.as_mut_ptr().add(i), _mm512_mul_ps(entries, scale))
+                };
+            }
+            n
+        }
     }
 }
 

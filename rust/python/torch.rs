@@ -668,7 +668,7 @@ impl<'py> Plan<'py> {
             .map_err(named)?
             .extract()?;
         let size = item_size(dtype);
-        if address % size != 0 {
+        if !address.is_multiple_of(size) {
             return Err(PyValueError::new_err(format!(
                 "{name} is not aligned to its dtype"
             )));
