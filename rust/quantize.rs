@@ -3,15 +3,15 @@
 //!
 //! A state array is cut, in C order, into blocks of [`BLOCK`] values (the last block may be
 //! shorter). A block is stored as its absolute maximum `absmax` (`f32`) and one byte per value:
-//! the index of the entry of a 256-entry [`CodeMap`] nearest to `value / absmax`. Decoding is
+//! the index of the entry of a 256-entry [`CodeMap`] nearest to `value · (1/absmax)`. Decoding is
 //! `map[code] · absmax`. The map is the paper's dynamic tree map: signed for states that change
 //! sign (first moments, momentum), unsigned for states that never do (second moments, sums of
 //! squares), which then spends the sign bit on precision.
 //!
-//! Everything here is exact and order-independent: the block maximum, one `f32` division per
-//! value, a nearest-entry search against midpoints held in `f64`, one `f32` product per decoded
-//! value. So the codes do not depend on threads or SIMD level, and `lrfast.reference` reproduces
-//! them code for code.
+//! Everything here is exact and order-independent: the block maximum, one `f32` reciprocal per
+//! block and product per value, a nearest-entry search whose comparisons are exact (against the
+//! midpoints between entries, in `f64`), one `f32` product per decoded value. So the codes do
+//! not depend on threads or SIMD level, and `lrfast.reference` reproduces them code for code.
 
 use std::sync::OnceLock;
 
@@ -21,29 +21,44 @@ pub const BLOCK: usize = 256;
 /// Entries in a code map: one per byte value.
 pub const CODES: usize = 256;
 
-/// Buckets of `f32` values the nearest-entry search starts from: one per value of the top 17
-/// bits (sign, exponent, 8 mantissa bits), so that a bucket index never needs a bounds check.
-const BUCKETS: usize = 1 << 17;
+/// The nearest-entry search reads one table entry per value: the value's bucket, the `f32`s
+/// sharing its sign, exponent and top [`BUCKET_BITS`] mantissa bits. With 9 bits no bucket of
+/// either map holds more than one midpoint between entries (checked when a map is built), so
+/// an entry holds the code of the bucket's lowest value, whether a midpoint lies inside, and
+/// that midpoint's low bits: comparing those with the value's low bits decides the code.
+const BUCKET_BITS: u32 = 9;
+/// The bits of an `f32` below its bucket.
+const LOW_BITS: u32 = 23 - BUCKET_BITS;
+const LOW_MASK: u32 = (1 << LOW_BITS) - 1;
+/// The magnitudes searched, as bucket numbers: from `2^-23` (below it every value is nearer to
+/// 0 than to any other entry of either map: their smallest are 3.25e-7 and 5.5e-7) to just
+/// under 2 (normalized values exceed 1 by a rounding at most). A value outside is clamped into
+/// the first or last bucket of its sign, which holds no midpoint and gives the same code.
+const LOWEST_BUCKET: u32 = (127 - 23) << BUCKET_BITS;
+const HIGHEST_BUCKET: u32 = (128 << BUCKET_BITS) - 1;
+/// Buckets per sign, a power of two so that a masked index needs no bounds check.
+const SIGN_SPAN: u32 = (HIGHEST_BUCKET - LOWEST_BUCKET + 1).next_power_of_two();
+const BUCKETS: usize = 2 * SIGN_SPAN as usize;
+/// An entry's flag: a midpoint lies inside its bucket.
+const HAS_MIDPOINT: u32 = 1 << 31;
 
-/// Midpoints a value may still have to pass after its bucket's first: no bucket of either map
-/// holds more (checked when a map is built).
-const STEPS: usize = 2;
+/// The table index of the `f32` with bits `bits`.
+#[inline(always)]
+fn bucket_of(bits: u32) -> usize {
+    let magnitude = ((bits & 0x7fff_ffff) >> LOW_BITS).clamp(LOWEST_BUCKET, HIGHEST_BUCKET);
+    ((bits >> 31) * SIGN_SPAN + magnitude - LOWEST_BUCKET) as usize & (BUCKETS - 1)
+}
 
 /// A sorted 256-entry code map with the tables that find the nearest entry fast.
 pub struct CodeMap {
     /// The entries, sorted ascending, in `[-1, 1]`.
     values: [f32; CODES],
-    /// `midpoints[k]` lies halfway between entries `k` and `k + 1` (exact in `f64`); the entry
-    /// nearest to `x` is the number of midpoints below `x` (a tie goes to the lower entry). Padded
-    /// with `+∞` so that the lookups past a bucket's first midpoint stay in bounds.
-    midpoints: [f64; CODES + 1],
-    /// The midpoints rounded down to `f32`, for the vector search: for an `f32` `x`,
-    /// `x > midpoints32[k]` exactly when `x > midpoints[k]` (no `f32` lies strictly between a
-    /// number and its rounding down).
-    midpoints32: [f32; CODES + 1],
-    /// For each bucket of `f32` values (its top 17 bits), the number of midpoints below its
-    /// lowest value; 3 bytes of padding let the vector search read each entry as 4 bytes.
-    buckets: Box<[u8; BUCKETS + 3]>,
+    /// Per bucket ([`bucket_of`]): bits 0-7, the number of midpoints (halfway between entries,
+    /// exact in `f64`) below the bucket's lowest value, which is the code of the entry nearest
+    /// to it; [`HAS_MIDPOINT`] if a midpoint `m` lies inside; bits 8 and up, the low
+    /// [`LOW_BITS`] bits of `m` rounded down to `f32` (for an `f32` `x`, `x > m` exactly when
+    /// `x` is above that rounding, no `f32` lying strictly between them).
+    buckets: Box<[u32; BUCKETS]>,
     /// The index of the entry `0.0`.
     zero: u8,
     /// The smallest code a positive value may get: 1 (the smallest positive entry) in the
@@ -99,33 +114,42 @@ impl CodeMap {
     }
 
     fn from_values(values: [f32; CODES]) -> CodeMap {
-        let mut midpoints = [f64::INFINITY; CODES + 1];
-        for k in 0..CODES - 1 {
-            midpoints[k] = (values[k] as f64 + values[k + 1] as f64) / 2.0;
-        }
+        let midpoints: Vec<f64> = values
+            .windows(2)
+            .map(|pair| (pair[0] as f64 + pair[1] as f64) / 2.0)
+            .collect();
         let zero = values
             .iter()
             .position(|&v| v == 0.0)
             .expect("0 is an entry") as u8;
-        let below = |x: f64| midpoints[..CODES - 1].partition_point(|&m| m < x);
-        let midpoints32 = midpoints.map(round_down);
-        let mut buckets = Box::new([0u8; BUCKETS + 3]);
-        for (bucket, count) in buckets[..BUCKETS].iter_mut().enumerate() {
-            let (low, high) = bucket_range(bucket);
-            if low.is_nan() || high.is_nan() {
-                continue; // never searched: normalized values are finite
+        let below = |x: f64| midpoints.partition_point(|&m| m < x);
+        let mut buckets = Box::new([0u32; BUCKETS]);
+        for sign in [0u32, 1] {
+            for bucket in LOWEST_BUCKET..=HIGHEST_BUCKET {
+                let bits = (sign << 31) | (bucket << LOW_BITS);
+                let (first, last) = (f32::from_bits(bits), f32::from_bits(bits | LOW_MASK));
+                let (low, high) = if sign == 1 {
+                    (last, first)
+                } else {
+                    (first, last)
+                };
+                let count = below(low as f64);
+                let inside = &midpoints[count..below(high as f64)];
+                assert!(inside.len() <= 1, "a bucket holds at most one midpoint");
+                let edge = bucket == LOWEST_BUCKET || bucket == HIGHEST_BUCKET;
+                assert!(
+                    inside.is_empty() || !edge,
+                    "the clamped buckets hold no midpoint"
+                );
+                let mut entry = count as u32;
+                if let Some(&m) = inside.first() {
+                    entry |= HAS_MIDPOINT | ((round_down(m).to_bits() & LOW_MASK) << 8);
+                }
+                buckets[bucket_of(bits)] = entry;
             }
-            let first = below(low as f64);
-            assert!(
-                below(high as f64) - first <= STEPS,
-                "a bucket spans at most {STEPS} midpoints"
-            );
-            *count = first as u8;
         }
         CodeMap {
             values,
-            midpoints,
-            midpoints32,
             buckets,
             zero,
             positive_floor: 0,
@@ -145,30 +169,24 @@ impl CodeMap {
     /// other values are 10^7 times larger) would turn a step of `lr` into `lr · m / eps`.
     #[inline(always)]
     pub fn encode(&self, x: f32) -> u8 {
-        let first = self.buckets[(x.to_bits() >> 15) as usize];
-        let x = x as f64;
-        // The midpoints are sorted, so passing the second implies passing the first: the two
-        // comparisons are independent, not a chain.
-        let passed = (self.midpoints[first as usize] < x) as u8
-            + (self.midpoints[first as usize + 1] < x) as u8;
-        (first + passed).max(self.positive_floor * (x > 0.0) as u8)
+        let bits = x.to_bits();
+        let entry = self.buckets[bucket_of(bits)];
+        let (low, midpoint) = (bits & LOW_MASK, (entry >> 8) & LOW_MASK);
+        // Within a bucket a larger low part is a larger magnitude: above the midpoint for a
+        // positive value, below it for a negative one.
+        let above = if bits >> 31 == 0 {
+            low > midpoint
+        } else {
+            low < midpoint
+        };
+        let code = (entry & 0xff) + (entry >> 31 & above as u32);
+        (code as u8).max(self.positive_floor * (x > 0.0) as u8)
     }
 
     /// The entry of `code`.
     #[inline(always)]
     pub fn decode(&self, code: u8) -> f32 {
         self.values[code as usize]
-    }
-}
-
-/// The lowest and highest `f32` of `bucket` in value order (negative buckets run downwards).
-fn bucket_range(bucket: usize) -> (f32, f32) {
-    let first = f32::from_bits((bucket as u32) << 15);
-    let last = f32::from_bits(((bucket as u32) << 15) | 0x7fff);
-    if first.is_sign_negative() {
-        (last, first)
-    } else {
-        (first, last)
     }
 }
 
@@ -289,7 +307,8 @@ mod vector {
 
     #[cfg(target_arch = "x86_64")]
     mod avx512 {
-        use super::super::CodeMap;
+        use super::super::{CodeMap, BUCKETS, HAS_MIDPOINT, HIGHEST_BUCKET, LOWEST_BUCKET};
+        use super::super::{LOW_BITS, LOW_MASK, SIGN_SPAN};
         use std::arch::x86_64::*;
 
         /// # Safety
@@ -303,38 +322,37 @@ mod vector {
         ) -> usize {
             let n = values.len().min(codes.len()) / 16 * 16;
             let scale = _mm512_set1_ps(inverse);
-            let (one, low_byte) = (_mm512_set1_epi32(1), _mm512_set1_epi32(0xff));
-            let floor = _mm512_set1_epi32(map.positive_floor as i32);
+            let splat = |x: u32| _mm512_set1_epi32(x as i32);
+            let (one, low_mask, floor) =
+                (splat(1), splat(LOW_MASK), splat(map.positive_floor as u32));
             let buckets = map.buckets.as_ptr() as *const i32;
-            let midpoints = map.midpoints32.as_ptr();
             for i in (0..n).step_by(16) {
                 // SAFETY: i + 16 <= n <= values.len().
                 let x = _mm512_mul_ps(unsafe { _mm512_loadu_ps(values.as_ptr().add(i)) }, scale);
-                let bucket = _mm512_srli_epi32::<15>(_mm512_castps_si512(x));
-                // SAFETY: a bucket is below 2^17 and the table has 3 bytes after its last one,
-                // so each 4-byte read at a bucket's byte offset is inside the table.
-                let first = unsafe { _mm512_i32gather_epi32::<1>(bucket, buckets) };
-                let first = _mm512_and_si512(first, low_byte);
-                let next = _mm512_add_epi32(first, one);
-                // SAFETY: first <= 255, so first and first + 1 index the 257 midpoints.
-                let (below, above) = unsafe {
-                    (
-                        _mm512_i32gather_ps::<4>(first, midpoints),
-                        _mm512_i32gather_ps::<4>(next, midpoints),
-                    )
-                };
-                let code = _mm512_mask_add_epi32(
-                    first,
-                    _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, below),
-                    first,
-                    one,
+                let bits = _mm512_castps_si512(x);
+                // bucket_of, 16 at a time.
+                let magnitude =
+                    _mm512_srli_epi32::<LOW_BITS>(_mm512_and_si512(bits, splat(0x7fff_ffff)));
+                let magnitude = _mm512_min_epu32(
+                    _mm512_max_epu32(magnitude, splat(LOWEST_BUCKET)),
+                    splat(HIGHEST_BUCKET),
                 );
-                let code = _mm512_mask_add_epi32(
-                    code,
-                    _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, above),
-                    code,
-                    one,
+                let sign = _mm512_srli_epi32::<31>(bits);
+                let bucket = _mm512_add_epi32(
+                    _mm512_mullo_epi32(sign, splat(SIGN_SPAN)),
+                    _mm512_sub_epi32(magnitude, splat(LOWEST_BUCKET)),
                 );
+                let bucket = _mm512_and_si512(bucket, splat(BUCKETS as u32 - 1));
+                // SAFETY: bucket < BUCKETS, the table's length.
+                let entry = unsafe { _mm512_i32gather_epi32::<4>(bucket, buckets) };
+                let first = _mm512_and_si512(entry, splat(0xff));
+                let midpoint = _mm512_and_si512(_mm512_srli_epi32::<8>(entry), low_mask);
+                let low = _mm512_and_si512(bits, low_mask);
+                let negative = _mm512_test_epi32_mask(bits, splat(1 << 31));
+                let inside = _mm512_test_epi32_mask(entry, splat(HAS_MIDPOINT));
+                let above = (_mm512_cmpgt_epu32_mask(low, midpoint) & !negative)
+                    | (_mm512_cmplt_epu32_mask(low, midpoint) & negative);
+                let code = _mm512_mask_add_epi32(first, above & inside, first, one);
                 let positive = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, _mm512_setzero_ps());
                 let code = _mm512_mask_max_epu32(code, positive, code, floor);
                 // SAFETY: i + 16 <= n <= codes.len().
@@ -359,12 +377,24 @@ mod vector {
         ) -> usize {
             let n = values.len().min(codes.len()) / 16 * 16;
             let scale = _mm512_set1_ps(absmax);
+            // The 256 entries in 16 registers; a two-table permute picks from 32 of them by a
+            // code's low 5 bits, and its top 3 bits choose the permute: no gather, which is
+            // slow (on AMD's Zen 4 a 16-lane gather cost more than this whole selection).
+            // SAFETY: each load reads 16 of the 256 entries.
+            let table: [__m512; 16] = std::array::from_fn(|k| unsafe {
+                _mm512_loadu_ps(map.values.as_ptr().add(16 * k))
+            });
             for i in (0..n).step_by(16) {
-                // SAFETY: i + 16 <= n <= codes.len(); a code indexes the 256 entries.
-                let entries = unsafe {
-                    let code = _mm_loadu_si128(codes.as_ptr().add(i) as *const __m128i);
-                    _mm512_i32gather_ps::<4>(_mm512_cvtepu8_epi32(code), map.values.as_ptr())
-                };
+                // SAFETY: i + 16 <= n <= codes.len().
+                let code = unsafe { _mm_loadu_si128(codes.as_ptr().add(i) as *const __m128i) };
+                let code = _mm512_cvtepu8_epi32(code);
+                let group = _mm512_srli_epi32::<5>(code);
+                let mut entries = _mm512_permutex2var_ps(table[0], code, table[1]);
+                for k in 1..8 {
+                    let chosen = _mm512_cmpeq_epi32_mask(group, _mm512_set1_epi32(k as i32));
+                    let candidate = _mm512_permutex2var_ps(table[2 * k], code, table[2 * k + 1]);
+                    entries = _mm512_mask_mov_ps(entries, chosen, candidate);
+                }
                 // SAFETY: i + 16 <= n <= values.len().
                 unsafe {
                     _mm512_storeu_ps(values.as_mut_ptr().add(i), _mm512_mul_ps(entries, scale))
@@ -439,12 +469,13 @@ mod tests {
             // Every entry, every midpoint's neighbours, and a sweep of magnitudes.
             let mut xs: Vec<f32> = map.values.to_vec();
             for k in 0..CODES - 1 {
-                let m = map.midpoints[k] as f32;
-                xs.extend([
-                    m,
-                    f32::from_bits(m.to_bits() + 1),
-                    f32::from_bits(m.to_bits() - 1),
-                ]);
+                let m = ((map.values[k] as f64 + map.values[k + 1] as f64) / 2.0) as f32;
+                for ulps in 0..3 {
+                    xs.extend([
+                        f32::from_bits(m.to_bits() + ulps),
+                        f32::from_bits(m.to_bits() - ulps),
+                    ]);
+                }
             }
             let mut x = 1e-9f32;
             while x <= 1.0 {
