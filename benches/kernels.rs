@@ -6,8 +6,10 @@ use half::{bf16, f16};
 use lrfast::optim::{
     Adadelta, Adagrad, Adam, AdamW, Adamax, Defined, MemoryFloor, NAdam, RAdam, RMSprop, Sgd, Value,
 };
+use lrfast::quantize::BLOCK;
 use lrfast::simd::{self, SimdLevel};
-use lrfast::{step, step_mixed, HalfFloat, Lanes, MixedLanes, Optimizer, Real, MAX_STATE};
+use lrfast::{step, step_mixed, step_quantized, HalfFloat, Lanes, MixedLanes, Optimizer, Real};
+use lrfast::{QuantizedLanes, QuantizedSlot, MAX_STATE};
 use std::hint::black_box;
 
 struct Arrays<T> {
@@ -248,5 +250,53 @@ impl<T: Real> Placed<T> {
     }
 }
 
-criterion_group!(benches, kernels, mixed, placement);
+/// Adam with 8-bit state (both moments, block-wise) against its float32 run and the float32
+/// memory floor, at 2^20 and 2^24 elements.
+fn eight_bit(c: &mut Criterion) {
+    let adam = Adam::new(&[]).expect("defaults");
+    let floor = MemoryFloor::new(2).expect("two states");
+    let mut group = c.benchmark_group("state8/adam");
+    group.sample_size(10);
+    for len in [1usize << 20, 1 << 24] {
+        group.throughput(Throughput::Elements(len as u64));
+        let mut arrays = Arrays::<f32>::new(len);
+        let mut codes = [vec![0u8; len], vec![0u8; len]];
+        let mut absmax = [
+            vec![0f32; len.div_ceil(BLOCK)],
+            vec![0f32; len.div_ceil(BLOCK)],
+        ];
+        group.bench_with_input(BenchmarkId::new("8-bit", len), &len, |b, _| {
+            b.iter(|| {
+                let [c0, c1] = &mut codes;
+                let [a0, a1] = &mut absmax;
+                let state = [
+                    QuantizedSlot {
+                        codes: c0,
+                        absmax: a0,
+                    },
+                    QuantizedSlot {
+                        codes: c1,
+                        absmax: a1,
+                    },
+                    QuantizedSlot::empty(),
+                ];
+                let lanes = QuantizedLanes {
+                    param: &mut arrays.param,
+                    grad: &arrays.grad,
+                    state,
+                };
+                step_quantized(&adam, 3, vec![lanes]).expect("valid");
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("float32", len), &len, |b, _| {
+            b.iter(|| step(&adam, 3, arrays.lanes()).expect("valid"))
+        });
+        group.bench_with_input(BenchmarkId::new("floor", len), &len, |b, _| {
+            b.iter(|| step(&floor, 1, arrays.lanes()).expect("valid"))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, kernels, mixed, placement, eight_bit);
 criterion_main!(benches);

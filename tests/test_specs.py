@@ -35,7 +35,7 @@ def test_docstring_example_runs(spec: lrfast.OptimizerSpec) -> None:
 
 
 def test_module_docstring_examples_run() -> None:
-    for obj in (specs.optimizers, lrfast):
+    for obj in (specs.optimizers, lrfast, lrfast.quantized):
         test = doctest.DocTestParser().get_doctest(
             obj.__doc__ or "", {"np": np, "lrfast": lrfast}, "doc", None, 0
         )
