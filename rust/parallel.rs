@@ -117,6 +117,10 @@ impl Piece for QuantizedLanes<'_> {
     }
 
     fn split_at(self, mid: usize) -> (Self, Self) {
+        debug_assert!(
+            mid.is_multiple_of(BLOCK) || mid == self.len(),
+            "cut inside a block"
+        );
         let (p0, p1) = self.param.split_at_mut(mid);
         let (g0, g1) = self.grad.split_at(mid);
         let [s0, s1, s2] = self.state.map(|slot| {

@@ -477,3 +477,35 @@ def test_the_8bit_benchmark_runs_and_checks_every_contestant(tmp_path: Any) -> N
     assert [r["kernel"] for r in rows] == ["adam", "sgd"]
     assert {"8-bit", "float32", "floor"} <= set(rows[0]["seconds"])
     assert rows[0]["state_bytes_per_param"] == pytest.approx(2 * (1 + 4 / 256))
+
+
+def test_reading_a_state_that_another_thread_is_updating_is_refused_not_torn() -> None:
+    """A kernel running without the GIL claims the codes and scales it writes: decoding them
+    from another thread meanwhile raises "in use" instead of reading half-written blocks."""
+    import threading
+
+    p = np.zeros(1 << 22, np.float32)
+    g = np.ones_like(p)
+    m = QuantizedState.zeros(p.shape, signed=True)
+    v = QuantizedState.zeros(p.shape, signed=False)
+    done = threading.Event()
+
+    def update() -> None:
+        for t in range(1, 30):
+            lrfast.adam_step(p, g, m, v, step=t, lr=1e-3)
+        done.set()
+
+    worker = threading.Thread(target=update)
+    worker.start()
+    refused = decoded = 0
+    while not done.is_set():
+        try:
+            values = m.dequantize()
+        except ValueError as e:
+            assert "is in use" in str(e)
+            refused += 1
+        else:
+            assert np.unique(values).size == 1  # every block at the same step
+            decoded += 1
+    worker.join()
+    assert refused + decoded > 0

@@ -122,27 +122,20 @@ impl Call<'_, '_> {
         for (slot, object) in states.iter_mut().zip(&given) {
             *slot = (!object.is_none()).then_some(object);
         }
-        if quantized::in_call(py, &states)? {
-            quantized::run(
-                py,
-                &optimizer,
-                update,
-                self.param,
-                self.grad,
-                &states,
-                self.master,
-            )?;
+        let update_with = if quantized::in_call(py, &states)? {
+            quantized::run::<O>
         } else {
-            run(
-                py,
-                &optimizer,
-                update,
-                self.param,
-                self.grad,
-                &states,
-                self.master,
-            )?;
-        }
+            run::<O>
+        };
+        update_with(
+            py,
+            &optimizer,
+            update,
+            self.param,
+            self.grad,
+            &states,
+            self.master,
+        )?;
         Ok(optimizer.carry_out(update))
     }
 }

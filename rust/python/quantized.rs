@@ -3,7 +3,7 @@
 
 use numpy::{
     dtype, PyArray1, PyArrayDyn, PyArrayMethods, PyReadonlyArray1, PyReadonlyArrayDyn,
-    PyUntypedArrayMethods,
+    PyUntypedArray, PyUntypedArrayMethods,
 };
 use pyo3::exceptions::{PyTypeError, PyValueError};
 use pyo3::prelude::*;
@@ -14,7 +14,7 @@ use numpy::PyArrayDescrMethods;
 
 use super::args::{as_array, as_sequence, check_layout, check_like, gather_with};
 use super::args::{ArrayArg, Name};
-use super::claims::claim_arrays;
+use super::claims::{byte_ranges, claim_arrays, in_flight};
 use super::kernels::run_update;
 use super::slices::quantized_lanes;
 use crate::optim::Defined;
@@ -187,6 +187,20 @@ fn check_state(
     check_layout(absmax)
 }
 
+/// Refuses arrays that an update running without the GIL is writing now (another thread's
+/// kernel call on this state): reading them would race with its writes. These functions keep
+/// the GIL, so no update can start while they read.
+fn not_being_updated(arrays: &[(&'static str, &Bound<'_, PyUntypedArray>)]) -> PyResult<()> {
+    let args: Vec<ArrayArg<'_>> = arrays
+        .iter()
+        .map(|(name, array)| ArrayArg {
+            name: Name::new(name, None),
+            array: (*array).clone(),
+        })
+        .collect();
+    in_flight::check(&byte_ranges(args.iter().map(|arg| (false, arg))))
+}
+
 /// Codes (uint8, the values' shape) and block scales (float32).
 type Blocks<'py> = (Bound<'py, PyArrayDyn<u8>>, Bound<'py, PyArray1<f32>>);
 
@@ -201,6 +215,7 @@ pub(super) fn quantize_blocks<'py>(
     let slice = values
         .as_slice()
         .map_err(|_| PyValueError::new_err("values must be C-contiguous"))?;
+    not_being_updated(&[("values", values.as_untyped())])?;
     let mut codes = vec![0u8; slice.len()];
     let mut absmax = vec![0.0f32; slice.len().div_ceil(BLOCK)];
     quantize::quantize(quantize::map(signed), slice, &mut codes, &mut absmax);
@@ -219,6 +234,10 @@ pub(super) fn dequantize_blocks<'py>(
     let codes_slice = codes
         .as_slice()
         .map_err(|_| PyValueError::new_err("codes must be C-contiguous"))?;
+    not_being_updated(&[
+        ("codes", codes.as_untyped()),
+        ("absmax", absmax.as_untyped()),
+    ])?;
     let absmax = absmax.as_slice()?;
     if absmax.len() != codes_slice.len().div_ceil(BLOCK) {
         return Err(PyValueError::new_err(format!(
