@@ -286,9 +286,12 @@ mod vector {
     #[inline(always)]
     pub(super) fn encode(map: &CodeMap, values: &[f32], codes: &mut [u8], inverse: f32) -> usize {
         #[cfg(target_arch = "x86_64")]
-        if active() == SimdLevel::Avx512 {
+        match active() {
             // SAFETY: the active level never exceeds what the CPU supports.
-            return unsafe { avx512::encode(map, values, codes, inverse) };
+            SimdLevel::Avx512 => return unsafe { avx512::encode(map, values, codes, inverse) },
+            // SAFETY: as above.
+            SimdLevel::Avx2 => return unsafe { avx2::encode(map, values, codes, inverse) },
+            SimdLevel::Baseline => {}
         }
         let _ = (map, values, codes, inverse);
         0
@@ -297,12 +300,116 @@ mod vector {
     #[inline(always)]
     pub(super) fn decode(map: &CodeMap, codes: &[u8], absmax: f32, values: &mut [f32]) -> usize {
         #[cfg(target_arch = "x86_64")]
-        if active() == SimdLevel::Avx512 {
+        match active() {
             // SAFETY: as above.
-            return unsafe { avx512::decode(map, codes, absmax, values) };
+            SimdLevel::Avx512 => return unsafe { avx512::decode(map, codes, absmax, values) },
+            // SAFETY: as above.
+            SimdLevel::Avx2 => return unsafe { avx2::decode(map, codes, absmax, values) },
+            SimdLevel::Baseline => {}
         }
         let _ = (map, codes, absmax, values);
         0
+    }
+
+    /// The same search 8 values at a time, for CPUs with AVX2 and no AVX-512.
+    #[cfg(target_arch = "x86_64")]
+    mod avx2 {
+        use super::super::{CodeMap, BUCKETS, HIGHEST_BUCKET, LOWEST_BUCKET};
+        use super::super::{LOW_BITS, LOW_MASK, SIGN_SPAN};
+        use std::arch::x86_64::*;
+
+        /// # Safety
+        /// The CPU must support AVX2.
+        #[target_feature(enable = "avx2")]
+        pub(super) unsafe fn encode(
+            map: &CodeMap,
+            values: &[f32],
+            codes: &mut [u8],
+            inverse: f32,
+        ) -> usize {
+            let n = values.len().min(codes.len()) / 8 * 8;
+            let scale = _mm256_set1_ps(inverse);
+            let splat = |x: u32| _mm256_set1_epi32(x as i32);
+            let (one, low_mask) = (splat(1), splat(LOW_MASK));
+            let floor = splat(map.positive_floor as u32);
+            let buckets = map.buckets.as_ptr() as *const i32;
+            for i in (0..n).step_by(8) {
+                // SAFETY: i + 8 <= n <= values.len().
+                let x = _mm256_mul_ps(unsafe { _mm256_loadu_ps(values.as_ptr().add(i)) }, scale);
+                let bits = _mm256_castps_si256(x);
+                let magnitude = _mm256_srli_epi32::<{ LOW_BITS as i32 }>(_mm256_and_si256(
+                    bits,
+                    splat(0x7fff_ffff),
+                ));
+                let magnitude = _mm256_min_epu32(
+                    _mm256_max_epu32(magnitude, splat(LOWEST_BUCKET)),
+                    splat(HIGHEST_BUCKET),
+                );
+                let sign = _mm256_srli_epi32::<31>(bits);
+                let bucket = _mm256_add_epi32(
+                    _mm256_mullo_epi32(sign, splat(SIGN_SPAN)),
+                    _mm256_sub_epi32(magnitude, splat(LOWEST_BUCKET)),
+                );
+                let bucket = _mm256_and_si256(bucket, splat(BUCKETS as u32 - 1));
+                // SAFETY: bucket < BUCKETS, the table's length.
+                let entry = unsafe { _mm256_i32gather_epi32::<4>(buckets, bucket) };
+                let first = _mm256_and_si256(entry, splat(0xff));
+                let midpoint = _mm256_and_si256(_mm256_srli_epi32::<8>(entry), low_mask);
+                let low = _mm256_and_si256(bits, low_mask);
+                // Both below 2^14, so the signed comparisons are the unsigned ones.
+                let (greater, less) = (
+                    _mm256_cmpgt_epi32(low, midpoint),
+                    _mm256_cmpgt_epi32(midpoint, low),
+                );
+                let negative = _mm256_srai_epi32::<31>(bits);
+                let above = _mm256_or_si256(
+                    _mm256_andnot_si256(negative, greater),
+                    _mm256_and_si256(negative, less),
+                );
+                let inside = _mm256_srai_epi32::<31>(entry); // HAS_MIDPOINT is the top bit
+                let passed = _mm256_and_si256(_mm256_and_si256(above, inside), one);
+                let code = _mm256_add_epi32(first, passed);
+                let positive =
+                    _mm256_castps_si256(_mm256_cmp_ps::<_CMP_GT_OQ>(x, _mm256_setzero_ps()));
+                let code = _mm256_max_epu32(code, _mm256_and_si256(positive, floor));
+                // Codes are below 256: narrow 8 lanes to 8 bytes (each 128-bit half packs its
+                // own four, then the two halves' first four bytes are joined).
+                let words = _mm256_packus_epi32(code, code);
+                let bytes = _mm256_packus_epi16(words, words);
+                let joined = _mm_unpacklo_epi32(
+                    _mm256_castsi256_si128(bytes),
+                    _mm256_extracti128_si256::<1>(bytes),
+                );
+                // SAFETY: i + 8 <= n <= codes.len().
+                unsafe { _mm_storel_epi64(codes.as_mut_ptr().add(i) as *mut __m128i, joined) };
+            }
+            n
+        }
+
+        /// # Safety
+        /// The CPU must support AVX2.
+        #[target_feature(enable = "avx2")]
+        pub(super) unsafe fn decode(
+            map: &CodeMap,
+            codes: &[u8],
+            absmax: f32,
+            values: &mut [f32],
+        ) -> usize {
+            let n = values.len().min(codes.len()) / 8 * 8;
+            let scale = _mm256_set1_ps(absmax);
+            for i in (0..n).step_by(8) {
+                // SAFETY: i + 8 <= n <= codes.len(); a code indexes the 256 entries.
+                let entries = unsafe {
+                    let code = _mm_loadl_epi64(codes.as_ptr().add(i) as *const __m128i);
+                    _mm256_i32gather_ps::<4>(map.values.as_ptr(), _mm256_cvtepu8_epi32(code))
+                };
+                // SAFETY: i + 8 <= n <= values.len().
+                unsafe {
+                    _mm256_storeu_ps(values.as_mut_ptr().add(i), _mm256_mul_ps(entries, scale))
+                };
+            }
+            n
+        }
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -496,6 +603,37 @@ mod tests {
                 assert_eq!(map.encode(x), expected, "x = {x:e}");
             }
         }
+    }
+
+    #[test]
+    fn every_simd_level_gives_the_same_codes_and_values() {
+        use crate::simd::{self, SimdLevel};
+        let values: Vec<f32> = (0..1000)
+            .map(|i| ((i as f32) * 0.61).sin() * 10f32.powi(i % 9 - 6))
+            .collect();
+        let mut results = Vec::new();
+        let best = simd::detected();
+        for level in [SimdLevel::Baseline, SimdLevel::Avx2, SimdLevel::Avx512] {
+            simd::set_active(level);
+            for map in [signed_map(), unsigned_map()] {
+                let mut codes = vec![0u8; values.len()];
+                let mut absmax = vec![0f32; values.len().div_ceil(BLOCK)];
+                quantize(map, &values, &mut codes, &mut absmax);
+                let mut back = vec![0f32; values.len()];
+                dequantize(map, &codes, &absmax, &mut back);
+                let scalar: Vec<u8> = values
+                    .chunks(BLOCK)
+                    .zip(&absmax)
+                    .flat_map(|(block, &scale)| {
+                        block.iter().map(move |&x| map.encode(x * (1.0 / scale)))
+                    })
+                    .collect();
+                assert_eq!(codes, scalar, "{level:?}");
+                results.push((codes, back));
+            }
+        }
+        simd::set_active(best);
+        assert!(results.chunks(2).all(|r| r == &results[..2]));
     }
 
     #[test]
