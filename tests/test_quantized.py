@@ -44,6 +44,10 @@ def _same_state(a: QuantizedState, b: QuantizedState) -> bool:
     return a == b
 
 
+def test_the_reference_blocks_as_the_kernels_do() -> None:
+    assert BLOCK == ref.QUANTIZATION_BLOCK == 256
+
+
 @pytest.mark.parametrize("signed", [True, False])
 def test_the_code_maps_are_the_papers(signed: bool) -> None:
     fast = lrfast.quantized.code_map(signed)

@@ -37,6 +37,7 @@ _LearningRate = Union[float, "Schedule"]
 __all__ = [
     "Schedule",
     "__version__",
+    "QUANTIZATION_BLOCK",
     "step",
     "optimizer_specs",
     "check_hyperparameter",
@@ -56,6 +57,8 @@ __all__ = [
 ]
 
 __version__: str
+QUANTIZATION_BLOCK: int
+"""Values per block of an 8-bit state (each block has its own scale)."""
 
 def step(
     name: str,

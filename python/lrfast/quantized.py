@@ -43,8 +43,8 @@ from . import _lrfast
 
 __all__ = ["BLOCK", "QuantizedState", "code_map"]
 
-BLOCK = 256
-"""Values per block: each block of a state has its own scale."""
+BLOCK: int = _lrfast.QUANTIZATION_BLOCK
+"""Values per block (256): each block of a state has its own scale."""
 
 
 def code_map(signed: bool) -> npt.NDArray[np.float32]:

@@ -39,6 +39,7 @@ impl From<Error> for PyErr {
 #[pymodule]
 fn _lrfast(module: &Bound<'_, PyModule>) -> PyResult<()> {
     module.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    module.add("QUANTIZATION_BLOCK", crate::quantize::BLOCK)?;
     module.add_function(wrap_pyfunction!(kernels::step, module)?)?;
     module.add_function(wrap_pyfunction!(kernels::optimizer_specs, module)?)?;
     module.add_function(wrap_pyfunction!(kernels::check_hyperparameter, module)?)?;
