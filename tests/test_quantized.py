@@ -156,15 +156,16 @@ def test_every_kernel_with_8bit_state_is_decode_update_encode_bit_for_bit(
 @pytest.mark.parametrize("kernel", KERNELS, ids=lambda k: k.name)
 def test_8bit_state_stays_close_to_the_float32_numpy_reference(kernel: Kernel) -> None:
     """The independent check: the NumPy reference's float32 update with its own decode and
-    encode, against the kernel, over 20 steps on 5,000 values (the two round differently, so
-    codes may differ by one entry now and then)."""
+    encode, against the kernel, over 20 steps on 5,000 values (were the two to round an update
+    differently, a code could differ by one entry, so the states are compared to 5% of their
+    scale and the parameters to 0.1% of how far they moved)."""
     hyper = EIGHT_BIT_DEFAULTS[kernel.name]
     needs = kernel.needs(
         {"momentum": 0.0, "centered": False, "amsgrad": False, "lr": 1e-3, **hyper}
     )
     rng = np.random.default_rng(3)
     param = rng.standard_normal(5000).astype(np.float32)
-    expected_param = param.copy()
+    start, expected_param = param.copy(), param.copy()
     states = _states(kernel, needs, 5000, 4, spread=0.0)
     expected = {name: s.copy() for name, s in states.items()}
     carried = expected_carried = None
@@ -180,8 +181,9 @@ def test_8bit_state_stays_close_to_the_float32_numpy_reference(kernel: Kernel) -
         expected_carried = ref.quantized_step(
             kernel.reference, expected_param, grad, *ordered, step=t, **hyper, **extra
         )
-    step_size = np.abs(expected_param - rng.standard_normal(1)).max()
-    assert np.allclose(param, expected_param, rtol=1e-3, atol=1e-4 * max(step_size, 1.0))
+    # Measured: equal to the bit on these inputs; a rounding's worth of room either way.
+    moved = np.abs(expected_param - start).max()
+    assert np.abs(param - expected_param).max() <= 1e-3 * moved
     for name in needs:
         a, b = states[name].dequantize(), expected[name].dequantize()
         scale = np.repeat(expected[name].absmax, BLOCK)[:5000]
