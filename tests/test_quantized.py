@@ -338,6 +338,20 @@ def test_state_bits_8_is_the_8bit_kernel_on_large_float32_tensors(name: str) -> 
     assert all(isinstance(a, np.ndarray) for a in opt.state[1].values())
 
 
+def test_min_8bit_size_chooses_which_tensors_get_8bit_state() -> None:
+    params = _params()
+    every = lrfast.Adam(params, lr=1e-2, state_bits=8, min_8bit_size=0)
+    none = lrfast.Adam(_params(), lr=1e-2, state_bits=8, min_8bit_size=10**9)
+    grads = _grads(np.random.default_rng(6))
+    every.step(grads)
+    none.step(grads)
+    assert all(isinstance(s["exp_avg"], QuantizedState) for s in every.state)
+    assert all(isinstance(s["exp_avg"], np.ndarray) for s in none.state)
+    for bad in (-1, 2.5, True, "4096"):
+        with pytest.raises(ValueError, match="min_8bit_size must be an integer >= 0"):
+            lrfast.Adam(params, state_bits=8, min_8bit_size=bad)  # type: ignore[arg-type]
+
+
 def test_8bit_checkpoints_resume_bit_for_bit_and_convert_between_widths(tmp_path: Any) -> None:
     rng = np.random.default_rng(2)
     params = _params()

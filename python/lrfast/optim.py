@@ -74,9 +74,8 @@ def is_low_precision(dtype: Any) -> bool:
 
 
 MIN_8BIT_SIZE = 4096
-"""With ``state_bits=8``, parameters smaller than this keep float32 state: the saving would be
-a few kilobytes, and each 8-bit tensor costs a block scale and a kernel pass of its own
-(bitsandbytes' rule)."""
+"""The default ``min_8bit_size``: with ``state_bits=8``, parameters smaller than this keep
+float32 state, where the saving is a few kilobytes (bitsandbytes' default)."""
 
 
 def _state_dtype(param: np.ndarray) -> np.dtype[Any]:
@@ -233,13 +232,21 @@ class Optimizer:
         cycle_momentum: bool = False,
         master_weights: bool = False,
         state_bits: int = 32,
+        min_8bit_size: int = MIN_8BIT_SIZE,
     ) -> None:
         if isinstance(state_bits, bool) or state_bits not in (8, 32):
             raise ValueError(f"state_bits must be 32 or 8, got {state_bits!r}")
+        if (
+            isinstance(min_8bit_size, bool)
+            or not isinstance(min_8bit_size, (int, np.integer))
+            or min_8bit_size < 0
+        ):
+            raise ValueError(f"min_8bit_size must be an integer >= 0, got {min_8bit_size!r}")
         self.state_bits = int(state_bits)
-        """32, or 8: the state of float32 parameters of at least :data:`MIN_8BIT_SIZE`
-        elements is then :class:`lrfast.QuantizedState` (block-wise 8-bit, a quarter of the
-        memory); other parameters keep their usual state."""
+        """32, or 8: the state of float32 parameters of at least ``min_8bit_size`` elements is
+        then :class:`lrfast.QuantizedState` (block-wise 8-bit, a quarter of the memory); other
+        parameters keep their usual state."""
+        self.min_8bit_size = int(min_8bit_size)
         if max_grad_norm is not None:
             max_grad_norm = real_number(max_grad_norm, "max_grad_norm")
             if not (math.isfinite(max_grad_norm) and max_grad_norm >= 0):
@@ -436,7 +443,9 @@ class Optimizer:
 
     def _quantizes(self, param: np.ndarray) -> bool:
         """Whether ``param``'s state is 8-bit."""
-        return self.state_bits == 8 and param.dtype == np.float32 and param.size >= MIN_8BIT_SIZE
+        return (
+            self.state_bits == 8 and param.dtype == np.float32 and param.size >= self.min_8bit_size
+        )
 
     def _has_master(self, param: np.ndarray) -> bool:
         return self.master_weights and is_low_precision(param.dtype)
@@ -1078,6 +1087,7 @@ def _constructor(spec: OptimizerSpec) -> Callable[..., None]:
         "cycle_momentum: bool = False",
         "master_weights: bool = False",
         "state_bits: int = 32",
+        f"min_8bit_size: int = {MIN_8BIT_SIZE}",
     ]
     names = ", ".join(f"{h.name!r}: {h.name}" for h in spec.hyperparameters)
     source = (
@@ -1085,7 +1095,8 @@ def _constructor(spec: OptimizerSpec) -> Callable[..., None]:
         f"def __init__({', '.join(arguments)}) -> None:\n"
         f"    Optimizer.__init__(self, params, {{{names}}}, max_grad_norm=max_grad_norm,\n"
         "        grad_norm_type=grad_norm_type, cycle_momentum=cycle_momentum,\n"
-        "        master_weights=master_weights, state_bits=state_bits)\n"
+        "        master_weights=master_weights, state_bits=state_bits,\n"
+        "        min_8bit_size=min_8bit_size)\n"
     )
     namespace: dict[str, Any] = {"Optimizer": Optimizer}
     exec(compile(source, f"<lrfast.{spec.torch_name}.__init__>", "exec"), namespace)
@@ -1115,7 +1126,8 @@ def _class_doc(spec: OptimizerSpec) -> str:
         "    cycle_momentum: drive the momentum from a cycling ``lr`` schedule.",
         "    master_weights: keep float32 master copies of float16/bfloat16 parameters.",
         "    state_bits: 32, or 8 for block-wise 8-bit state (``lrfast.QuantizedState``) of",
-        f"        float32 parameters of at least {MIN_8BIT_SIZE} elements (a quarter the memory).",
+        "        float32 parameters of at least ``min_8bit_size`` elements (a quarter the memory).",
+        "    min_8bit_size: with ``state_bits=8``, smaller parameters keep float32 state.",
     ]
     return "\n".join(lines)
 
