@@ -78,6 +78,18 @@ MIN_8BIT_SIZE = 4096
 float32 state, where the saving is a few kilobytes (bitsandbytes' default)."""
 
 
+def check_state_bits(state_bits: Any, min_8bit_size: Any) -> None:
+    """Refuses a ``state_bits`` other than 32 or 8 and a ``min_8bit_size`` below 0, by name."""
+    if isinstance(state_bits, bool) or state_bits not in (8, 32):
+        raise ValueError(f"state_bits must be 32 or 8, got {state_bits!r}")
+    if (
+        isinstance(min_8bit_size, bool)
+        or not isinstance(min_8bit_size, (int, np.integer))
+        or min_8bit_size < 0
+    ):
+        raise ValueError(f"min_8bit_size must be an integer >= 0, got {min_8bit_size!r}")
+
+
 def _state_dtype(param: np.ndarray) -> np.dtype[Any]:
     return np.dtype(np.float32) if is_low_precision(param.dtype) else param.dtype
 
@@ -234,14 +246,7 @@ class Optimizer:
         state_bits: int = 32,
         min_8bit_size: int = MIN_8BIT_SIZE,
     ) -> None:
-        if isinstance(state_bits, bool) or state_bits not in (8, 32):
-            raise ValueError(f"state_bits must be 32 or 8, got {state_bits!r}")
-        if (
-            isinstance(min_8bit_size, bool)
-            or not isinstance(min_8bit_size, (int, np.integer))
-            or min_8bit_size < 0
-        ):
-            raise ValueError(f"min_8bit_size must be an integer >= 0, got {min_8bit_size!r}")
+        check_state_bits(state_bits, min_8bit_size)
         self.state_bits = int(state_bits)
         """32, or 8: the state of float32 parameters of at least ``min_8bit_size`` elements is
         then :class:`lrfast.QuantizedState` (block-wise 8-bit, a quarter of the memory); other

@@ -22,6 +22,14 @@ kernels are fused and multithreaded already); ``capturable`` and ``differentiabl
 as are CUDA tensors, sparse gradients, complex dtypes and non-contiguous parameters: the step
 checks every tensor of every group before it writes any.
 
+``state_bits=8`` keeps the state of float32 parameters of at least ``min_8bit_size`` (4,096)
+elements in 8 bits per value (:class:`lrfast.QuantizedState`'s block-wise format): each slot is
+then two tensors in the state dict in place of torch's one, ``{key}_codes`` (uint8, the
+parameter's shape) and ``{key}_absmax`` (float32, one scale per block of 256), kept bit for bit
+by ``state_dict``/``load_state_dict``. float32 state loaded into an 8-bit optimizer is encoded,
+8-bit state loaded into a 32-bit one decoded (so a ``torch.optim`` state dict goes both ways
+through a 32-bit lrfast.torch optimizer).
+
 Beyond torch.optim: ``lr`` may be an lrfast schedule (:mod:`lrfast.schedules`), evaluated in
 the kernel at each parameter's step (``SGD``, which torch gives no step count, then keeps a
 ``step`` too; torch.optim's SGD ignores it when it loads the state). ``SGDHD`` and ``AdamHD``
@@ -45,7 +53,8 @@ except ImportError as error:  # pragma: no cover - exercised where torch is not 
     raise ImportError(f"lrfast.torch needs PyTorch: {install_hint('torch')}") from error
 
 from . import _lrfast, specs
-from .optim import check_hyperparameters
+from .optim import MIN_8BIT_SIZE, check_hyperparameters, check_state_bits
+from .quantized import BLOCK, QuantizedState
 from .schedules import Schedule
 from .specs import OptimizerSpec
 from .tuning import hypergradient
@@ -117,9 +126,18 @@ class Optimizer(torch.optim.Optimizer):
     _torch_defaults: ClassVar[dict[str, Any]]
 
     def __init__(
-        self, params: Iterable[Any], defaults: dict[str, Any], *, master_weights: bool = False
+        self,
+        params: Iterable[Any],
+        defaults: dict[str, Any],
+        *,
+        master_weights: bool = False,
+        state_bits: int = 32,
+        min_8bit_size: int = MIN_8BIT_SIZE,
     ) -> None:
+        check_state_bits(state_bits, min_8bit_size)
         self.master_weights = bool(master_weights)
+        self.state_bits = int(state_bits)
+        self.min_8bit_size = int(min_8bit_size)
         # Per group (by identity): the values last checked, and what the kernel takes.
         self._checked: dict[int, tuple[tuple[Any, ...], OptimizerSpec, Any, tuple[Any, ...]]] = {}
         super().__init__(params, defaults)
@@ -127,6 +145,8 @@ class Optimizer(torch.optim.Optimizer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         self.__dict__.setdefault("master_weights", False)
+        self.__dict__.setdefault("state_bits", 32)
+        self.__dict__.setdefault("min_8bit_size", MIN_8BIT_SIZE)
         self.__dict__.setdefault("_checked", {})
 
     # -- groups ------------------------------------------------------------------------------
@@ -168,6 +188,13 @@ class Optimizer(torch.optim.Optimizer):
             check_hyperparameters(spec, values)
         except (TypeError, ValueError) as e:
             raise type(e)(f"{where}: {e}") from None
+        if self.state_bits == 8:
+            for slot in spec.slots:
+                if slot.full_precision and slot.needed(values):
+                    raise ValueError(
+                        f"{where}: state_bits=8: {slot.torch_key} cannot be stored in 8 bits: "
+                        f"{slot.full_precision}"
+                    )
         rest = tuple(values[h.name] for h in spec.kernel_hyperparameters[1:])
         return spec, lr, rest
 
@@ -188,6 +215,14 @@ class Optimizer(torch.optim.Optimizer):
     def _state_dtype(self, param: torch.Tensor) -> torch.dtype:
         return torch.float32 if param.dtype in _LOW_PRECISION else param.dtype
 
+    def _quantizes(self, param: torch.Tensor) -> bool:
+        """Whether ``param``'s state is 8-bit: ``{key}_codes`` and ``{key}_absmax`` per slot."""
+        return (
+            self.state_bits == 8
+            and param.dtype == torch.float32
+            and param.numel() >= self.min_8bit_size
+        )
+
     def _create_state(self, missing: list[tuple[int, int]]) -> list[tuple[Any, Optional[set[str]]]]:
         """Creates the state the parameters ``missing`` (``(group, index)``) lack; returns
         what is needed to take it back: each parameter with the keys it had before (``None``
@@ -202,10 +237,19 @@ class Optimizer(torch.optim.Optimizer):
             created.append((p, before))
             state = {} if state is None else state
             values = {h.name: group[h.name] for h in spec.hyperparameters}
+            quantizes = self._quantizes(p)
             for slot in spec.slots:
-                if slot.needed(values) and slot.torch_key not in state:
-                    value = 0.0 if slot.initial is None else float(group[slot.initial])
-                    state[slot.torch_key] = torch.full(p.shape, value, dtype=self._state_dtype(p))
+                key = slot.torch_key
+                if not slot.needed(values) or key in state or f"{key}_codes" in state:
+                    continue
+                value = 0.0 if slot.initial is None else float(group[slot.initial])
+                if quantizes:
+                    full = np.full(p.shape, value, np.float32)
+                    state.update(
+                        _eight_bit(key, QuantizedState.from_array(full, signed=slot.signed))
+                    )
+                else:
+                    state[key] = torch.full(p.shape, value, dtype=self._state_dtype(p))
             if _counted(spec, lr) and "step" not in state:
                 # A torch.optim.SGD state has a momentum buffer from its first step on.
                 taken = float(before is not None and "momentum_buffer" in before)
@@ -271,12 +315,47 @@ class Optimizer(torch.optim.Optimizer):
             for key in ("step", "mu_product"):  # numbers in old torch checkpoints, as torch.optim
                 if key in state and not isinstance(state[key], torch.Tensor):
                     state[key] = torch.tensor(float(state[key]), dtype=_scalar_dtype())
+            converted = self._load_eight_bit(p, saved[index], state)
             if p.dtype in _LOW_PRECISION:
                 for key, value in saved[index].items():
+                    if key in converted:
+                        continue
                     if key == "mu_product" and isinstance(value, torch.Tensor):
                         state[key] = value.clone()  # its own dtype, not the parameter's
                     elif key != "step" and isinstance(value, torch.Tensor):
                         state[key] = value.to(torch.float32, copy=True)
+
+    def _load_eight_bit(
+        self, param: torch.Tensor, saved: dict[str, Any], state: dict[str, Any]
+    ) -> set[str]:
+        """Gives ``param``'s loaded ``state`` the form this optimizer keeps: 8-bit slots (as
+        saved, bit for bit, or quantized from float32 ones) where :meth:`_quantizes` says so,
+        else float32 (decoded from 8-bit ones). Returns the saved keys it handled."""
+        handled = set()
+        for slot in self.spec.slots:
+            key = slot.torch_key
+            codes, absmax = f"{key}_codes", f"{key}_absmax"
+            if codes in saved:
+                handled |= {codes, absmax}
+                eight_bit = QuantizedState(
+                    saved[codes].contiguous().numpy().copy(),
+                    saved[absmax].to(torch.float32).contiguous().numpy().copy(),
+                    slot.signed,
+                )
+            elif key in saved and self._quantizes(param):
+                handled.add(key)
+                values = saved[key].to(torch.float32).contiguous().numpy()
+                eight_bit = QuantizedState.from_array(values, signed=slot.signed)
+            else:
+                continue
+            for stale in (key, codes, absmax):
+                state.pop(stale, None)
+            if self._quantizes(param):
+                state.update(_eight_bit(key, eight_bit))
+            else:
+                decoded = torch.from_numpy(eight_bit.dequantize())
+                state[key] = decoded.to(self._state_dtype(param))
+        return handled
 
     def _check_loadable(self, state_dict: Any) -> None:
         if not isinstance(state_dict, dict) or not isinstance(state_dict.get("state"), dict):
@@ -288,6 +367,7 @@ class Optimizer(torch.optim.Optimizer):
                 "one per group of the optimizer"
             )
         known = {s.torch_key for s in self.spec.slots} | {"master"}
+        eight_bit = {f"{s.torch_key}_{part}": s for s in self.spec.slots for part in _PARTS}
         scalars = {"step"} | ({"mu_product"} if self.spec.carried is not None else set())
         for g, (saved, group) in enumerate(zip(groups, self.param_groups)):
             where = f"state_dict['param_groups'][{g}]"
@@ -306,6 +386,8 @@ class Optimizer(torch.optim.Optimizer):
                         number = isinstance(value, (int, float)) and not isinstance(value, bool)
                         if not (number or (isinstance(value, torch.Tensor) and value.numel() == 1)):
                             raise ValueError(f"{name} must be a number or a one-element tensor")
+                    elif key in eight_bit:
+                        _check_eight_bit(name, key, eight_bit[key], value, entry, p)
                     elif key not in known:
                         raise ValueError(f"{name}: {type(self).__name__} keeps no {key!r}")
                     elif not isinstance(value, torch.Tensor) or not value.is_floating_point():
@@ -319,6 +401,45 @@ class Optimizer(torch.optim.Optimizer):
         return super().__repr__().replace(self.torch_class.__name__, type(self).__name__, 1)
 
 
+_PARTS = ("codes", "absmax")
+
+
+def _eight_bit(key: str, state: QuantizedState) -> dict[str, torch.Tensor]:
+    """The state-dict entries of an 8-bit slot ``key``, sharing ``state``'s memory."""
+    return {
+        f"{key}_codes": torch.from_numpy(state.codes),
+        f"{key}_absmax": torch.from_numpy(state.absmax),
+    }
+
+
+def _check_eight_bit(
+    name: str, key: str, slot: specs.Slot, value: Any, entry: dict[str, Any], param: torch.Tensor
+) -> None:
+    """Checks one half of a saved 8-bit slot: uint8 codes of the parameter's shape, or its
+    float32 block scales, the other half beside it."""
+    codes = key.endswith("_codes")
+    other = f"{slot.torch_key}_{'absmax' if codes else 'codes'}"
+    if other not in entry:
+        raise ValueError(f"{name} has no {other!r} beside it")
+    if slot.full_precision:
+        raise ValueError(
+            f"{name}: {slot.torch_key} cannot be stored in 8 bits: {slot.full_precision}"
+        )
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a tensor")
+    if codes and (value.dtype != torch.uint8 or value.shape != param.shape):
+        raise ValueError(
+            f"{name} has dtype {value.dtype} and shape {tuple(value.shape)}; 8-bit codes are "
+            f"torch.uint8 of the parameter's shape {tuple(param.shape)}"
+        )
+    blocks = -(-param.numel() // BLOCK)
+    if not codes and (not value.is_floating_point() or value.shape != (blocks,)):
+        raise ValueError(
+            f"{name} has dtype {value.dtype} and shape {tuple(value.shape)}; the block scales "
+            f"are float32 of shape ({blocks},), one per block of {BLOCK}"
+        )
+
+
 def _optimizer_class(name: str) -> type[Optimizer]:
     spec = specs.spec(name)
     torch_class: Any = getattr(torch.optim, spec.torch_name)
@@ -328,7 +449,14 @@ def _optimizer_class(name: str) -> type[Optimizer]:
     if missing:  # pragma: no cover - a torch that renamed an argument
         raise ImportError(f"torch.optim.{spec.torch_name} has no {sorted(missing)}")
 
-    def __init__(self: Optimizer, *args: Any, master_weights: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self: Optimizer,
+        *args: Any,
+        master_weights: bool = False,
+        state_bits: int = 32,
+        min_8bit_size: int = MIN_8BIT_SIZE,
+        **kwargs: Any,
+    ) -> None:
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         arguments = dict(bound.arguments)
@@ -336,13 +464,23 @@ def _optimizer_class(name: str) -> type[Optimizer]:
         # torch's keys in torch's order, with the keys its constructor sets itself (AdamW's
         # decoupled_weight_decay=True).
         defaults = {k: arguments.pop(k, v) for k, v in torch_defaults.items()}
-        Optimizer.__init__(self, params, {**defaults, **arguments}, master_weights=master_weights)
+        Optimizer.__init__(
+            self,
+            params,
+            {**defaults, **arguments},
+            master_weights=master_weights,
+            state_bits=state_bits,
+            min_8bit_size=min_8bit_size,
+        )
 
     parameters = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
     parameters += signature.parameters.values()
-    parameters.append(
-        inspect.Parameter("master_weights", inspect.Parameter.KEYWORD_ONLY, default=False)
-    )
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    parameters += [
+        inspect.Parameter("master_weights", keyword, default=False),
+        inspect.Parameter("state_bits", keyword, default=32),
+        inspect.Parameter("min_8bit_size", keyword, default=MIN_8BIT_SIZE),
+    ]
     __init__.__signature__ = signature.replace(parameters=parameters)  # type: ignore[attr-defined]
     __init__.__doc__ = f"See :class:`lrfast.torch.{spec.torch_name}`."
     doc = "\n".join(
@@ -353,7 +491,10 @@ def _optimizer_class(name: str) -> type[Optimizer]:
             f"Arguments, defaults and param-group keys are torch.optim.{spec.torch_name}'s; "
             "``foreach`` and ``fused`` are ignored, ``capturable`` and ``differentiable`` "
             "refused. ``master_weights=True`` keeps float32 master copies of float16 and "
-            "bfloat16 parameters. State per parameter: ``step``, "
+            "bfloat16 parameters. ``state_bits=8`` keeps the state of float32 parameters of at "
+            "least ``min_8bit_size`` elements in 8 bits per value (``{key}_codes``, uint8, and "
+            "``{key}_absmax``, a float32 scale per block of 256, for each key below; "
+            "lrfast.QuantizedState explains the format). State per parameter: ``step``, "
             + ", ".join(f"``{s.torch_key}``" for s in spec.slots)
             + (", ``mu_product``" if spec.carried else "")
             + ".",

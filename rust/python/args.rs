@@ -65,6 +65,9 @@ pub(super) enum Role {
     Grad,
     /// A state tensor, by its key in the optimizer's state (`exp_avg`, `step`, `master`, ...).
     State(&'static str),
+    /// The codes (`{key}_codes`) and block scales (`{key}_absmax`) of an 8-bit state slot.
+    Codes(&'static str),
+    Absmax(&'static str),
 }
 
 impl std::fmt::Display for TensorName {
@@ -74,6 +77,8 @@ impl std::fmt::Display for TensorName {
             Role::Param => f.write_str(&param),
             Role::Grad => write!(f, "the gradient of {param}"),
             Role::State(key) => write!(f, "state '{key}' of {param}"),
+            Role::Codes(key) => write!(f, "state '{key}_codes' of {param}"),
+            Role::Absmax(key) => write!(f, "state '{key}_absmax' of {param}"),
         }
     }
 }

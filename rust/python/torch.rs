@@ -11,6 +11,10 @@
 //! A parameter whose state is missing (its first step) is reported back, with nothing written,
 //! and the Python layer creates that state and calls again.
 //!
+//! 8-bit state (`state_bits=8`) is two tensors per slot in place of `{key}`: `{key}_codes`
+//! (uint8, the parameter's shape) and `{key}_absmax` (float32, one scale per block of
+//! [`BLOCK`]); such a parameter (float32, every slot 8-bit) runs `step_quantized`.
+//!
 //! # Safety
 //!
 //! A tensor's memory is `numel` elements of its dtype from `data_ptr()` when it is a CPU,
@@ -33,7 +37,9 @@ use super::claims::{check_disjoint, claim, InFlight};
 use super::kernels::{by_name, optimizer, run_update};
 use super::schedule::LearningRate;
 use crate::optim::Defined;
-use crate::{step_many, step_mixed, Error, HalfFloat, Lanes, MixedLanes, Real, MAX_STATE};
+use crate::quantize::BLOCK;
+use crate::{step_many, step_mixed, step_quantized, Error, HalfFloat, Lanes, MixedLanes, Real};
+use crate::{QuantizedLanes, QuantizedSlot, MAX_STATE};
 
 /// One `optimizer.step()` over `groups`, each `(kernel, params, counted, lr, hyperparameters)`:
 /// the kernel's name (`"adamw"`), the group's parameter list, whether its state counts steps
@@ -96,6 +102,8 @@ struct Types<'py> {
     tensor: Bound<'py, PyType>,
     strided: Bound<'py, PyAny>,
     dtypes: [(Bound<'py, PyAny>, DType); 4],
+    /// The dtype of 8-bit state codes.
+    uint8: Bound<'py, PyAny>,
 }
 
 impl<'py> Types<'py> {
@@ -111,6 +119,7 @@ impl<'py> Types<'py> {
                 (get("float16")?, DType::F16),
                 (get("bfloat16")?, DType::BF16),
             ],
+            uint8: get("uint8")?,
         })
     }
 
@@ -144,8 +153,9 @@ fn item_size(dtype: DType) -> usize {
 }
 
 /// What a tensor must be: a parameter (any dtype lrfast updates, its gradient and state to
-/// follow), like the parameter (`dtype`, as many elements), or a one-element step count or carried
-/// scalar (float32 or float64).
+/// follow), like the parameter (`dtype`, as many elements), the block scales of an 8-bit slot
+/// (float32, `len` of them), or a one-element step count or carried scalar (float32 or
+/// float64). (The codes of an 8-bit slot are bytes, checked by `Plan::codes`.)
 #[derive(Clone, Copy)]
 enum Expect<'a, 'py> {
     Param,
@@ -154,7 +164,18 @@ enum Expect<'a, 'py> {
         len: usize,
         param: &'a Bound<'py, PyAny>,
     },
+    Scales {
+        len: usize,
+    },
     Scalar,
+}
+
+/// An 8-bit state slot: as many codes (bytes) from `codes` as the parameter has elements, and
+/// their block scales.
+#[derive(Clone, Copy)]
+struct CodesView {
+    codes: usize,
+    absmax: View,
 }
 
 /// A parameter with a gradient, ready for its kernel call.
@@ -162,7 +183,15 @@ struct Entry {
     param: View,
     grad: View,
     state: [Option<View>; MAX_STATE],
+    /// 8-bit slots, in place of `state` (a parameter's used slots are all one or the other).
+    quantized: [Option<CodesView>; MAX_STATE],
     master: Option<View>,
+}
+
+impl Entry {
+    fn is_quantized(&self) -> bool {
+        self.quantized.iter().any(Option::is_some)
+    }
 }
 
 /// One kernel call, with its optimizer built: what runs once the whole step is checked.
@@ -174,6 +203,7 @@ struct Typed<O> {
     optimizer: O,
     update: u64,
     dtype: DType,
+    quantized: bool,
     entries: Vec<Entry>,
 }
 
@@ -185,6 +215,10 @@ impl<O: Defined + Send> Batch for Typed<O> {
         // `check_disjoint` found no two views of the step sharing a byte.
         unsafe {
             match self.dtype {
+                // `group` lets only float32 parameters have 8-bit state.
+                DType::F32 if self.quantized => {
+                    step_quantized(optimizer, update, quantized_lanes(entries))
+                }
                 DType::F32 => step_many(optimizer, update, lanes::<f32>(entries)),
                 DType::F64 => step_many(optimizer, update, lanes::<f64>(entries)),
                 DType::F16 => step_mixed(optimizer, update, mixed::<f16>(entries)),
@@ -231,6 +265,31 @@ unsafe fn lanes<T: Real>(entries: &[Entry]) -> Vec<Lanes<'_, T>> {
                 param: slice_mut(entry.param),
                 grad: slice(entry.grad),
                 state: states(entry),
+            }
+        })
+        .collect()
+}
+
+/// # Safety
+/// As for [`slice_mut`]: float32 parameters and gradients, the codes (bytes) and block scales
+/// (float32) of every 8-bit slot.
+unsafe fn quantized_lanes(entries: &[Entry]) -> Vec<QuantizedLanes<'_>> {
+    entries
+        .iter()
+        // SAFETY: as the caller guarantees.
+        .map(|entry| unsafe {
+            QuantizedLanes {
+                param: slice_mut(entry.param),
+                grad: slice(entry.grad),
+                state: entry.quantized.map(|slot| {
+                    slot.map_or_else(QuantizedSlot::empty, |slot| QuantizedSlot {
+                        codes: std::slice::from_raw_parts_mut(
+                            slot.codes as *mut u8,
+                            entry.param.len,
+                        ),
+                        absmax: slice_mut(slot.absmax),
+                    })
+                }),
             }
         })
         .collect()
@@ -308,6 +367,7 @@ struct Pending {
     dtype: DType,
     update: u64,
     master: bool,
+    quantized: bool,
     /// NAdam: the `mu_product` before the update, as stored (its dtype and value).
     carried: Option<(DType, u64)>,
     entries: Vec<Entry>,
@@ -334,12 +394,19 @@ impl<'py> Plan<'py> {
         // Which slots these values use (the same at every step), and a check of the values.
         let probe: O = optimizer(1, lr.at(1)?, rest, 1.0, None)?;
         let slots = crate::Optimizer::slots(&probe);
-        let keys: Vec<(usize, &'static str, Bound<'py, PyString>)> = spec
+        let keys: Vec<SlotKeys<'py>> = spec
             .slots
             .iter()
             .enumerate()
             .filter(|(s, _)| slots.used[*s])
-            .map(|(s, slot)| (s, slot.torch_key, PyString::intern(py, slot.torch_key)))
+            .map(|(slot, spec)| SlotKeys {
+                slot,
+                key: spec.torch_key,
+                full_precision: spec.full_precision,
+                plain: PyString::intern(py, spec.torch_key),
+                codes: PyString::new(py, &format!("{}_codes", spec.torch_key)),
+                absmax: PyString::new(py, &format!("{}_absmax", spec.torch_key)),
+            })
             .collect();
         let carries = spec.carried.is_some();
         let mut pending: Vec<Pending> = Vec::new();
@@ -389,6 +456,7 @@ impl<'py> Plan<'py> {
                     param,
                     grad,
                     state: [None; MAX_STATE],
+                    quantized: [None; MAX_STATE],
                     master: None,
                 };
                 self.add(&mut pending, 1, None, entry, [None, None]);
@@ -398,7 +466,7 @@ impl<'py> Plan<'py> {
             let mut held = Vec::new();
             let mut complete = true;
             // A state tensor, checked, or `None` (the parameter's state is then incomplete).
-            let mut find = |plan: &mut Self, key: &Bound<'py, PyString>, role, expect| {
+            let mut find = |plan: &mut Self, held: &mut Vec<_>, key, role, expect| {
                 let Some(tensor) = entry_state.get_item(key)? else {
                     complete = false;
                     return Ok(None);
@@ -413,24 +481,66 @@ impl<'py> Plan<'py> {
                 param: &p,
             };
             let mut state = [None; MAX_STATE];
-            for (slot, key, interned) in &keys {
-                state[*slot] = find(self, interned, Role::State(key), like(state_dtype))?;
+            let mut quantized = [None; MAX_STATE];
+            for keys in &keys {
+                let (slot, key) = (keys.slot, keys.key);
+                if entry_state.contains(&keys.plain)? || !entry_state.contains(&keys.codes)? {
+                    let role = Role::State(key);
+                    state[slot] = find(self, &mut held, &keys.plain, role, like(state_dtype))?;
+                    continue;
+                }
+                if let Some(reason) = keys.full_precision {
+                    return Err(PyValueError::new_err(format!(
+                        "{} is 8-bit, but {key} cannot be stored in 8 bits: {reason}",
+                        name(Role::Codes(key))
+                    )));
+                }
+                let Some(absmax) = entry_state.get_item(&keys.absmax)? else {
+                    return Err(PyValueError::new_err(format!(
+                        "{} has no '{key}_absmax' beside it (its block scales)",
+                        name(Role::Codes(key))
+                    )));
+                };
+                let codes = entry_state.get_item(&keys.codes)?.expect("contained");
+                let (codes, codes_tensor) = self.codes(&codes, name(Role::Codes(key)), &p)?;
+                let scales = Expect::Scales {
+                    len: param.len.div_ceil(BLOCK),
+                };
+                let (absmax, absmax_tensor) =
+                    self.view(&absmax, name(Role::Absmax(key)), scales)?;
+                held.extend([codes_tensor, absmax_tensor]);
+                quantized[slot] = Some(CodesView { codes, absmax });
+            }
+            if quantized.iter().any(Option::is_some) {
+                check_quantized(&keys, &state, name, param.dtype)?;
             }
             let master = if master_wanted {
                 let role = Role::State("master");
-                find(self, intern!(py, "master"), role, like(DType::F32))?
+                find(
+                    self,
+                    &mut held,
+                    intern!(py, "master"),
+                    role,
+                    like(DType::F32),
+                )?
             } else {
                 None
             };
             let step = if counted {
                 let role = Role::State("step");
-                find(self, intern!(py, "step"), role, Expect::Scalar)?
+                find(self, &mut held, intern!(py, "step"), role, Expect::Scalar)?
             } else {
                 None
             };
             let product = if carries {
                 let role = Role::State("mu_product");
-                find(self, intern!(py, "mu_product"), role, Expect::Scalar)?
+                find(
+                    self,
+                    &mut held,
+                    intern!(py, "mu_product"),
+                    role,
+                    Expect::Scalar,
+                )?
             } else {
                 None
             };
@@ -463,6 +573,7 @@ impl<'py> Plan<'py> {
                 param,
                 grad,
                 state,
+                quantized,
                 master,
             };
             self.add(&mut pending, update, carried, entry, [step, product]);
@@ -485,10 +596,17 @@ impl<'py> Plan<'py> {
         entry: Entry,
         [step, product]: [Option<View>; 2],
     ) {
-        let key = (entry.param.dtype, update, entry.master.is_some(), carried);
+        let quantized = entry.is_quantized();
+        let key = (
+            entry.param.dtype,
+            update,
+            entry.master.is_some(),
+            quantized,
+            carried,
+        );
         let index = pending
             .iter()
-            .position(|c| (c.dtype, c.update, c.master, c.carried) == key);
+            .position(|c| (c.dtype, c.update, c.master, c.quantized, c.carried) == key);
         let call = match index {
             Some(index) => &mut pending[index],
             None => {
@@ -496,6 +614,7 @@ impl<'py> Plan<'py> {
                     dtype: key.0,
                     update,
                     master: key.2,
+                    quantized,
                     carried,
                     entries: Vec::new(),
                     steps: Vec::new(),
@@ -552,6 +671,7 @@ impl<'py> Plan<'py> {
             optimizer,
             update: call.update,
             dtype: call.dtype,
+            quantized: call.quantized,
             entries: call.entries,
         }));
         Ok(())
@@ -567,34 +687,8 @@ impl<'py> Plan<'py> {
         expect: Expect<'_, 'py>,
     ) -> PyResult<(View, Bound<'py, PyAny>)> {
         let py = object.py();
-        // torch's own errors (`is_contiguous` of a sparse tensor) get the tensor's name.
-        let named = |e: PyErr| PyErr::from_type(e.get_type(py), format!("{name}: {}", e.value(py)));
-        if !object.is_instance(&self.types.tensor)? {
-            let type_name = object.get_type().name()?;
-            return Err(PyTypeError::new_err(format!(
-                "{name} must be a tensor, got {type_name}"
-            )));
-        }
-        if !object
-            .getattr(intern!(py, "is_cpu"))
-            .map_err(named)?
-            .is_truthy()?
-        {
-            let device = object.getattr(intern!(py, "device")).map_err(named)?;
-            return Err(PyValueError::new_err(format!(
-                "{name} is on {device}; lrfast.torch updates CPU tensors"
-            )));
-        }
-        if matches!(name.role, Role::Grad) {
-            // An embedding's gradient may be sparse.
-            let layout = object.getattr(intern!(py, "layout")).map_err(named)?;
-            if !layout.is(&self.types.strided) {
-                return Err(PyValueError::new_err(format!(
-                    "{name} has layout {layout}; lrfast.torch updates dense (strided) tensors, \
-                     not sparse ones"
-                )));
-            }
-        }
+        let named = named(py, name);
+        self.check_tensor(object, name)?;
         let dtype_object = object.getattr(intern!(py, "dtype")).map_err(named)?;
         let kind = self.types.kind(&dtype_object);
         let numel: usize = object
@@ -621,6 +715,16 @@ impl<'py> Plan<'py> {
                     shape_text(param),
                 )))
             }
+            (Expect::Scales { len }, Some(DType::F32)) if numel == len && ndim(object)? == 1 => {
+                (DType::F32, len)
+            }
+            (Expect::Scales { len }, _) => {
+                return Err(PyValueError::new_err(format!(
+                    "{name} has dtype {dtype_object} and shape {}; the update needs \
+                     torch.float32 and ({len},), one scale per block of {BLOCK}",
+                    shape()
+                )))
+            }
             (Expect::Scalar, Some(kind @ (DType::F32 | DType::F64))) if numel == 1 => (kind, 1),
             (Expect::Scalar, _) => {
                 return Err(PyTypeError::new_err(format!(
@@ -644,10 +748,95 @@ impl<'py> Plan<'py> {
                  tensor.resolve_neg()"
             )));
         }
-        let mut tensor = object.clone();
         // One element is contiguous whatever its strides.
-        let scalar = matches!(expect, Expect::Scalar);
-        if !scalar
+        let contiguous = !matches!(expect, Expect::Scalar);
+        let (address, tensor) = self.memory(object, name, len * item_size(dtype), contiguous)?;
+        if !address.is_multiple_of(item_size(dtype)) {
+            return Err(PyValueError::new_err(format!(
+                "{name} is not aligned to its dtype"
+            )));
+        }
+        let view = View {
+            address,
+            len,
+            dtype,
+        };
+        Ok((view, tensor))
+    }
+
+    /// Checks `object` as the codes of an 8-bit slot of `param` (uint8, its shape); returns
+    /// their address and the tensor to hold, and registers their bytes as [`Plan::view`] does.
+    fn codes(
+        &mut self,
+        object: &Bound<'py, PyAny>,
+        name: TensorName,
+        param: &Bound<'py, PyAny>,
+    ) -> PyResult<(usize, Bound<'py, PyAny>)> {
+        let py = object.py();
+        self.check_tensor(object, name)?;
+        let dtype_object = object
+            .getattr(intern!(py, "dtype"))
+            .map_err(named(py, name))?;
+        let shape = object.getattr(intern!(py, "shape"))?;
+        if !dtype_object.is(&self.types.uint8) || !shape.eq(param.getattr(intern!(py, "shape"))?)? {
+            return Err(PyValueError::new_err(format!(
+                "{name} has dtype {dtype_object} and shape {}; 8-bit state needs torch.uint8 \
+                 and {}, its parameter's shape",
+                shape_text(object),
+                shape_text(param),
+            )));
+        }
+        let len: usize = object.call_method0(intern!(py, "numel"))?.extract()?;
+        self.memory(object, name, len, true)
+    }
+
+    /// Refuses what is not a CPU tensor (and a gradient that is not dense).
+    fn check_tensor(&self, object: &Bound<'py, PyAny>, name: TensorName) -> PyResult<()> {
+        let py = object.py();
+        let named = named(py, name);
+        if !object.is_instance(&self.types.tensor)? {
+            let type_name = object.get_type().name()?;
+            return Err(PyTypeError::new_err(format!(
+                "{name} must be a tensor, got {type_name}"
+            )));
+        }
+        if !object
+            .getattr(intern!(py, "is_cpu"))
+            .map_err(named)?
+            .is_truthy()?
+        {
+            let device = object.getattr(intern!(py, "device")).map_err(named)?;
+            return Err(PyValueError::new_err(format!(
+                "{name} is on {device}; lrfast.torch updates CPU tensors"
+            )));
+        }
+        if matches!(name.role, Role::Grad) {
+            // An embedding's gradient may be sparse.
+            let layout = object.getattr(intern!(py, "layout")).map_err(named)?;
+            if !layout.is(&self.types.strided) {
+                return Err(PyValueError::new_err(format!(
+                    "{name} has layout {layout}; lrfast.torch updates dense (strided) tensors, \
+                     not sparse ones"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The address of a checked tensor's `bytes` and the tensor to hold, registered for the
+    /// step's overlap check. With `contiguous`, a tensor that is not is refused, or, for a
+    /// gradient (only read), copied.
+    fn memory(
+        &mut self,
+        object: &Bound<'py, PyAny>,
+        name: TensorName,
+        bytes: usize,
+        contiguous: bool,
+    ) -> PyResult<(usize, Bound<'py, PyAny>)> {
+        let py = object.py();
+        let named = named(py, name);
+        let mut tensor = object.clone();
+        if contiguous
             && !tensor
                 .call_method0(intern!(py, "is_contiguous"))
                 .map_err(named)?
@@ -658,7 +847,6 @@ impl<'py> Plan<'py> {
                     "{name} is not contiguous; lrfast.torch updates contiguous tensors"
                 )));
             }
-            // A gradient is only read: a contiguous copy does.
             tensor = tensor
                 .call_method0(intern!(py, "contiguous"))
                 .map_err(named)?;
@@ -667,27 +855,57 @@ impl<'py> Plan<'py> {
             .call_method0(intern!(py, "data_ptr"))
             .map_err(named)?
             .extract()?;
-        let size = item_size(dtype);
-        if !address.is_multiple_of(size) {
-            return Err(PyValueError::new_err(format!(
-                "{name} is not aligned to its dtype"
-            )));
-        }
         self.ranges.push(InFlight {
             start: address,
-            end: address + len * size,
+            end: address + bytes,
             writes: !matches!(name.role, Role::Grad),
             name: Label::Tensor(name),
         });
-        Ok((
-            View {
-                address,
-                len,
-                dtype,
-            },
-            tensor,
-        ))
+        Ok((address, tensor))
     }
+}
+
+/// torch's own errors (`is_contiguous` of a sparse tensor), with the tensor's name.
+fn named(py: Python<'_>, name: TensorName) -> impl Fn(PyErr) -> PyErr + Copy + '_ {
+    move |e: PyErr| PyErr::from_type(e.get_type(py), format!("{name}: {}", e.value(py)))
+}
+
+fn ndim(tensor: &Bound<'_, PyAny>) -> PyResult<usize> {
+    tensor.call_method0(intern!(tensor.py(), "dim"))?.extract()
+}
+
+/// Checks a parameter's 8-bit state: float32, every used slot 8-bit.
+fn check_quantized(
+    keys: &[SlotKeys<'_>],
+    state: &[Option<View>; MAX_STATE],
+    name: impl Fn(Role) -> TensorName,
+    dtype: DType,
+) -> PyResult<()> {
+    if dtype != DType::F32 {
+        return Err(PyTypeError::new_err(format!(
+            "{} has 8-bit state, but 8-bit state is for float32 parameters",
+            name(Role::Param)
+        )));
+    }
+    if let Some(keys) = keys.iter().find(|k| state[k.slot].is_some()) {
+        return Err(PyValueError::new_err(format!(
+            "{} is float32 beside 8-bit state: a parameter's state is 8-bit in every slot or \
+             in none",
+            name(Role::State(keys.key))
+        )));
+    }
+    Ok(())
+}
+
+/// The state keys of a slot the step uses: `{key}`, or `{key}_codes` and `{key}_absmax` for
+/// 8-bit state.
+struct SlotKeys<'py> {
+    slot: usize,
+    key: &'static str,
+    full_precision: Option<&'static str>,
+    plain: Bound<'py, PyString>,
+    codes: Bound<'py, PyString>,
+    absmax: Bound<'py, PyString>,
 }
 
 /// A tensor's shape for messages: `(4, 3)`.
