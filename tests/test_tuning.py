@@ -466,9 +466,9 @@ def test_demo_command_writes_a_report(tmp_path: Path) -> None:
     assert lrfast.cli.main(["demo", "--epochs", "3", "--out", str(out), "--no-progress"]) == 0
     text = (out / "report.md").read_text()
     for heading in ("Fixed rates", "Sensitivity", "range test", "Optimizers", "Schedules",
-                    "## Summary"):  # fmt: skip
+                    "8-bit optimizer state", "Searching for the rate", "## Summary"):  # fmt: skip
         assert heading in text
-    for png in ("fixed_rates", "sensitivity", "range_test", "optimizers", "schedules"):
+    for png in ("fixed_rates", "sensitivity", "range_test", "optimizers", "schedules", "search"):
         assert (out / f"{png}.png").stat().st_size > 1000
     with pytest.raises(SystemExit):
         demo.main(["--sections", "nope"])

@@ -12,7 +12,9 @@ sections reproduce what practitioners see:
 5. ``schedules``: constant, step, exponential, cosine, warm restarts, cyclical, one-cycle and
    plateau reduction, at the same peak rate;
 6. ``state8``: SGD momentum, Adam and AdamW with 8-bit state against float32 state, on the same
-   batches: test accuracy, loss and how far the parameters drift apart, step by step.
+   batches: test accuracy, loss and how far the parameters drift apart, step by step;
+7. ``search``: grid, random and Bayesian (Optuna's TPE) search for SGD's rate, and how many
+   trainings each needs to come near the best.
 
 It prints tables and writes a report folder (``report.md`` and PNG plots).
 """
@@ -35,7 +37,7 @@ from ..monitor import ReduceLROnPlateau
 from ..tuning import AdamHD, diagnose, log_grid, lr_range_test, sensitivity
 from .models import MLP
 
-SECTIONS = ("fixed", "sensitivity", "range", "optimizers", "schedules", "state8")
+SECTIONS = ("fixed", "sensitivity", "range", "optimizers", "schedules", "state8", "search")
 BATCH = 64
 
 
@@ -395,6 +397,106 @@ def section_state8(data: Data, epochs: int, seed: int, report: Report, sgd_lr: f
     ))  # fmt: skip
 
 
+# The search comparison: trainings per search, seeds of the random and TPE searches (a grid has
+# none), and what counts as found: a final loss within 10% of the best any search reached.
+SEARCH_LOW, SEARCH_HIGH, SEARCH_PER_DECADE = 1e-4, 1.0, 6
+SEARCH_SEEDS = 5
+SEARCH_WITHIN = (1.10, 1.5)
+
+
+def _needed(finals: list[float], target: float) -> Optional[int]:
+    """How many trainings, in the order run, until one's final loss is within ``target``."""
+    return next((i + 1 for i, loss in enumerate(finals) if loss <= target), None)
+
+
+def section_search(data: Data, epochs: int, seed: int, report: Report) -> None:
+    """Grid, random and TPE search for plain SGD's rate, with the same budget of trainings."""
+    import optuna
+
+    budget = len(log_grid(SEARCH_LOW, SEARCH_HIGH, SEARCH_PER_DECADE))
+    runs: dict[str, list[list[float]]] = {"grid": [], "random": [], "tpe": []}
+    tables: dict[str, str] = {}
+    level = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # a line per trial otherwise
+    try:
+        for strategy, seeds in (("grid", [0]), ("random", range(SEARCH_SEEDS)),
+                                ("tpe", range(SEARCH_SEEDS))):  # fmt: skip
+            for search_seed in seeds:
+                finals: list[float] = []
+
+                def run_at(lr: float, finals: list[float] = finals) -> dict[str, Any]:
+                    r = train(data, lambda p: optim.SGD(p, lr=lr), epochs, seed)
+                    finals.append(r.final_loss if math.isfinite(r.final_loss) else math.inf)
+                    return {"loss": r.final_loss, "metric": r.test_accuracy,
+                            "history": r.epoch_losses}  # fmt: skip
+
+                result = sensitivity(
+                    run_at, strategy=strategy, low=SEARCH_LOW, high=SEARCH_HIGH,
+                    per_decade=SEARCH_PER_DECADE, num=budget, seed=search_seed,
+                )  # fmt: skip
+                runs[strategy].append(finals)
+                tables.setdefault(strategy, result.table())
+    finally:
+        optuna.logging.set_verbosity(level)
+    best = min(min(finals) for tried in runs.values() for finals in tried)
+    near, loose = (within * best for within in SEARCH_WITHIN)
+    lines = [
+        "| search | trainings to come within 10% of the best, per seed | median | found in | "
+        "within 50%: median | best final loss found, median |",
+        "|---|---|---|---|---|---|",
+    ]
+    medians: dict[str, float] = {}
+    for strategy, tried in runs.items():
+        needed = [_needed(finals, near) for finals in tried]
+        medians[strategy] = float(np.median([math.inf if n is None else n for n in needed]))
+        roughly = np.median([_needed(finals, loose) or math.inf for finals in tried])
+        shown = ", ".join("never" if n is None else str(n) for n in needed)
+        found = sum(n is not None for n in needed)
+        lines.append(
+            f"| {strategy} | {shown} | {_count(medians[strategy])} | {found} of {len(tried)} | "
+            f"{_count(float(roughly))} | {np.median([min(f) for f in tried]):.4g} |"
+        )
+    report.add(
+        "## 7. Searching for the rate: grid, random and Bayesian (TPE)\n\n"
+        f"`sensitivity(strategy=...)` with the same budget of {budget} trainings of plain SGD "
+        f"({epochs} epochs each) over {SEARCH_LOW:g}..{SEARCH_HIGH:g}: the grid "
+        f"({SEARCH_PER_DECADE} rates per decade, run from low to high), random rates drawn "
+        "log-uniformly, and Optuna's TPE sampler (5 random trainings, then rates drawn where "
+        f"the good ones were), each of the last two with seeds 0-{SEARCH_SEEDS - 1}. The best "
+        f"final loss any search reached is {best:.4g}; the table counts the trainings each "
+        f"search ran before one came within 10% of it ({near:.4g}; within 50%: {loose:.4g})."
+        "\n\n" + "\n".join(lines) + f"\n\nThe TPE search of seed 0:\n\n```\n{tables['tpe']}\n```"
+    )
+    _plot_search(runs, near, report.out / "search.png")
+    report.image("search.png", "best final loss so far against trainings, per search")
+    report.claims.append((
+        "search",
+        f"trainings to come within 10% of the best final loss (of {budget}): TPE "
+        f"{_count(medians['tpe'])}, random {_count(medians['random'])} (medians of "
+        f"{SEARCH_SEEDS} seeds), grid {_count(medians['grid'])}",
+    ))  # fmt: skip
+
+
+def _count(median: float) -> str:
+    return "never" if math.isinf(median) else f"{median:g}"
+
+
+def _plot_search(runs: dict[str, list[list[float]]], target: float, path: Path) -> None:
+    from ..plot import LINESTYLES, figure_and_axes, finish
+
+    fig, ax = figure_and_axes()
+    for k, (strategy, tried) in enumerate(runs.items()):
+        so_far = np.array([np.minimum.accumulate(finals) for finals in tried])
+        steps = np.arange(1, so_far.shape[1] + 1)
+        label = strategy if len(tried) == 1 else f"{strategy} (median of {len(tried)} seeds)"
+        ax.plot(steps, np.median(so_far, axis=0), color=f"C{k}", linestyle=LINESTYLES[k],
+                marker="o", markersize=3, label=label)  # fmt: skip
+    ax.axhline(target, color="0.4", linestyle=":", label="within 10% of the best")
+    finish(ax, "searching for SGD's rate on digits", "trainings", "best final loss so far",
+           log_y=True)  # fmt: skip
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+
+
 def section_schedules(data: Data, epochs: int, seed: int, report: Report, peak: float) -> None:
     steps = epochs * math.ceil(len(data.x_train) / BATCH)
     S = schedules
@@ -486,9 +588,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         import matplotlib  # noqa: F401
         from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]
+
+        if "search" in chosen:
+            import optuna  # noqa: F401
     except ImportError as err:
         raise SystemExit(
-            f"the demo needs scikit-learn and matplotlib: {install_hint('demo')}"
+            f"the demo needs scikit-learn, matplotlib and optuna: {install_hint('demo')}"
         ) from err
     out = Path(args.out)
     if out.exists() and not out.is_dir():
@@ -528,6 +633,8 @@ def _run(args: argparse.Namespace, chosen: list[str], out: Path) -> int:
         section_schedules(data, args.epochs, args.seed, report, suggestion)
     if "state8" in chosen:
         section_state8(data, args.epochs, args.seed, report, suggestion)
+    if "search" in chosen:
+        section_search(data, args.epochs, args.seed, report)
     if report.claims:
         rows = "\n".join(f"| {section} | {claim} |" for section, claim in report.claims)
         report.add("## Summary\n\n| section | what it shows (this run) |\n| --- | --- |\n" + rows)
