@@ -39,6 +39,7 @@ from .optim import *  # noqa: F403
 from .quantized import QuantizedState
 from .specs import OptimizerSpec, optimizers, spec
 from .threads import threads
+from .tracking import TrainingLogger
 from .tuning import *  # noqa: F403
 
 __all__ = ["__version__", "optimizers", "spec", "OptimizerSpec"]
@@ -55,4 +56,5 @@ __all__ += [
 __all__ += optim.__all__
 __all__ += ["QuantizedState", "quantized"]
 __all__ += ["schedules", "plot", "reference", "ReduceLROnPlateau", "EarlyStopping"]
+__all__ += ["TrainingLogger"]
 __all__ += tuning.__all__

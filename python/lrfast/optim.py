@@ -78,6 +78,23 @@ MIN_8BIT_SIZE = 4096
 float32 state, where the saving is a few kilobytes (bitsandbytes' default)."""
 
 
+StepHook = Callable[[Any, tuple[Any, ...], dict[str, Any]], Any]
+
+
+class HookHandle:
+    """What ``register_step_*_hook`` returns: ``remove()`` unregisters the hook."""
+
+    _next = 0
+
+    def __init__(self, hooks: dict[int, StepHook], hook: StepHook) -> None:
+        HookHandle._next += 1
+        self._key, self._hooks = HookHandle._next, hooks
+        hooks[self._key] = hook
+
+    def remove(self) -> None:
+        self._hooks.pop(self._key, None)
+
+
 def check_state_bits(state_bits: Any, min_8bit_size: Any) -> None:
     """Refuses a ``state_bits`` other than 32 or 8 and a ``min_8bit_size`` below 0, by name."""
     if isinstance(state_bits, bool) or state_bits not in (8, 32):
@@ -282,6 +299,7 @@ class Optimizer:
         # created, values as checked), or None: see _one_call_step.
         self._one_call: Optional[tuple[str, ...]] = None
         self._stepping = threading.Lock()
+        self._step_hooks: tuple[dict[int, StepHook], dict[int, StepHook]] = ({}, {})
         for group in self._new_groups(params):
             self._append_group(group)
 
@@ -386,9 +404,7 @@ class Optimizer:
         its step (if ``lr`` is a schedule), times ``lr_scale`` (which
         :class:`lrfast.ReduceLROnPlateau` adjusts). Setting it sets every group's ``lr`` (a
         float or a schedule) and resets ``lr_scale`` to 1."""
-        lr = self.param_groups[0]["lr"]
-        rate = lr(self._counters[0].step) if isinstance(lr, Schedule) else float(lr)
-        return self.lr_scale * rate
+        return self.group_lr(0)
 
     @lr.setter
     def lr(self, value: LearningRate) -> None:
@@ -403,6 +419,12 @@ class Optimizer:
             self._checked[g] = self._checked_values(group)
         self._one_call = None
         self.lr_scale = 1.0
+
+    def group_lr(self, g: int) -> float:
+        """The learning rate the next update of group ``g`` uses (see :attr:`lr`)."""
+        lr = self.param_groups[g]["lr"]
+        rate = lr(self._counters[g].step) if isinstance(lr, Schedule) else float(lr)
+        return self.lr_scale * rate
 
     @property
     def schedule(self) -> Optional[Schedule]:
@@ -575,9 +597,24 @@ class Optimizer:
                 "updates its parameters from one thread at a time"
             )
         try:
+            for hook in list(self._step_hooks[0].values()):
+                hook(self, (grads,), {})
             self._step(grads)
+            for hook in list(self._step_hooks[1].values()):
+                hook(self, (grads,), {})
         finally:
             self._stepping.release()
+
+    def register_step_pre_hook(self, hook: StepHook) -> HookHandle:
+        """Calls ``hook(optimizer, args, kwargs)`` before each step (``args`` is ``(grads,)``),
+        as ``torch.optim.Optimizer.register_step_pre_hook`` does (its return value is
+        ignored); ``handle.remove()`` takes it away. :class:`lrfast.TrainingLogger` uses it."""
+        return HookHandle(self._step_hooks[0], hook)
+
+    def register_step_post_hook(self, hook: StepHook) -> HookHandle:
+        """Calls ``hook(optimizer, args, kwargs)`` after each step that updated the
+        parameters (not after a refused one); ``handle.remove()`` takes it away."""
+        return HookHandle(self._step_hooks[1], hook)
 
     def _step(self, grads: Params) -> None:
         if self._one_call_step(grads):

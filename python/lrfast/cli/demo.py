@@ -34,6 +34,7 @@ import numpy as np
 from .. import optim, schedules
 from ..extras import install_hint
 from ..monitor import ReduceLROnPlateau
+from ..tracking import TrainingLogger, summary_writer
 from ..tuning import AdamHD, diagnose, log_grid, lr_range_test, sensitivity
 from .models import MLP
 
@@ -90,11 +91,15 @@ def train(
     label: str = "",
     on_epoch: Optional[Callable[[Any, float], None]] = None,
 ) -> Run:
-    """Trains a fresh MLP; stops early (loss NaN/Inf) and records what happened."""
+    """Trains a fresh MLP; stops early (loss NaN/Inf) and records what happened. With
+    ``--tensorboard``, a labelled run also writes its scalars there."""
     rng = np.random.default_rng(seed)
     model = MLP([64, 128, 10], rng, "relu")
     opt = make_optimizer(model.params)
     run = Run(label, float(opt.lr))
+    log = _logger(label)
+    if log is not None:
+        log.attach(opt.inner if isinstance(opt, _Recorded) else opt)
     start = time.perf_counter()
     with np.errstate(all="ignore"):
         for _ in range(epochs):
@@ -107,7 +112,11 @@ def train(
                 if not math.isfinite(loss):
                     break
                 opt.step(grads)
+                if log is not None:
+                    log.log(loss=loss)
             epoch_loss = float(np.mean(losses))
+            if log is not None:
+                log.log(epoch_loss=epoch_loss)
             run.epoch_losses.append(epoch_loss)
             run.lrs.append(float(opt.lr))
             if not math.isfinite(epoch_loss) or epoch_loss > 1e3:
@@ -116,7 +125,26 @@ def train(
                 on_epoch(opt, epoch_loss)
         run.test_accuracy = model.accuracy(data.x_test, data.y_test)
     run.seconds = time.perf_counter() - start
+    if log is not None:
+        log.log(test_accuracy=run.test_accuracy)
+        log.close()
     return run
+
+
+# --tensorboard: the folder every labelled run writes its TensorBoard events to (in a
+# subfolder named after it), for this invocation of the demo.
+_tensorboard_dir: Optional[Path] = None
+
+
+def _logger(label: str) -> Optional[TrainingLogger]:
+    if _tensorboard_dir is None or not label:
+        return None
+    name = "".join(c if c.isalnum() or c in "-." else "_" for c in label)
+    folder, n = _tensorboard_dir / name, 1
+    while folder.exists():  # a label met again (a section run twice) gets its own folder
+        n += 1
+        folder = _tensorboard_dir / f"{name}_{n}"
+    return TrainingLogger(tensorboard=folder)
 
 
 def _verdict(run: Run) -> str:
@@ -580,6 +608,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", default="lrfast-report", help="report folder")
     parser.add_argument("--seed", type=_seed, default=0, help="seed (>= 0)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help="write each labelled training run's scalars (lr, loss, gradient norm, update "
+        "ratio, test accuracy) as TensorBoard event files under DIR, a folder per run",
+    )
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = set(chosen) - set(SECTIONS)
@@ -599,11 +633,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if out.exists() and not out.is_dir():
         parser.error(f"--out {args.out!r} exists and is not a folder")
     out.mkdir(parents=True, exist_ok=True)
+    if args.tensorboard is not None:
+        if Path(args.tensorboard).exists() and not Path(args.tensorboard).is_dir():
+            parser.error(f"--tensorboard {args.tensorboard!r} exists and is not a folder")
+        try:
+            summary_writer("auto")  # refused now, not after the first section
+        except ImportError as err:
+            parser.error(str(err))
     # The demo's matrices are small (batches of 64 by 128 units): NumPy's BLAS threads only
     # contend with each other there, and on a busy machine they made one run 10x slower.
     # lrfast's own threads are not BLAS's and are left alone.
-    with threadpool_limits(limits=1, user_api="blas"):
-        return _run(args, chosen, out)
+    global _tensorboard_dir
+    _tensorboard_dir = None if args.tensorboard is None else Path(args.tensorboard)
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            return _run(args, chosen, out)
+    finally:
+        _tensorboard_dir = None
 
 
 def _run(args: argparse.Namespace, chosen: list[str], out: Path) -> int:
